@@ -1,0 +1,8 @@
+//! Compiles the vendored onnx.proto (ONNX 1.23, Apache-2.0) into Rust types with prost, using the
+//! pure-Rust protox compiler (no protoc on the machines this builds on).
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/onnx.proto");
+    let descriptors = protox::compile(["proto/onnx.proto"], ["proto"])?;
+    prost_build::Config::new().compile_fds(descriptors)?;
+    Ok(())
+}

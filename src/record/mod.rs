@@ -1,0 +1,2 @@
+//! Sessions: XDF writing and reading, the recorder thread, replay of recordings over LSL and
+//! the marker convention that turns calibration sessions into labelled training data.

@@ -29,6 +29,7 @@ const RESOLVER_FORGET_S: f64 = 5.0;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// Clock offset estimates are taken this often (XDF recorders use ~5 s).
 const CLOCK_OFFSET_EVERY: Duration = Duration::from_secs(5);
+const CLOCK_OFFSET_RETRY: Duration = Duration::from_millis(500);
 
 #[derive(Debug, Clone)]
 pub struct AcquireConfig {
@@ -344,7 +345,8 @@ impl Acquisition {
                             return Ok(Ended::Quit);
                         }
                     }
-                    Err(LslError::Timeout) => {}
+                    // No estimate yet (the first takes a few round trips): retry soon.
+                    Err(LslError::Timeout) => next_offset = Instant::now() + CLOCK_OFFSET_RETRY,
                     Err(LslError::Lost) => return Ok(self.lost()),
                     Err(e) => return Err(e.into()),
                 }

@@ -296,8 +296,9 @@ pub fn publish(
         if n == 0 {
             break;
         }
-        // The chunk is due once its last sample's time has come.
-        let due = start + (i0 + n) as f64 / fs / speed;
+        // The chunk is due when its last sample's time has come (a device sends a sample once
+        // it has been measured).
+        let due = start + (i0 + n - 1) as f64 / fs / speed;
         let wait = due - lsl::local_clock();
         if wait > 0.0 {
             // Short naps keep `stop` responsive at slow speeds or long chunks.

@@ -1,2 +1,443 @@
 //! Acquisition: resolve an LSL EEG stream, own its inlet on one thread, move samples into a
 //! lock-free ring buffer for the feature thread.
+//!
+//! The thread owns every liblsl handle it uses (they are not Send). It talks to the rest of the
+//! daemon through [`AcquireEvent`]s (a channel the caller drains promptly; an unbounded one is
+//! simplest), a [`SampleReader`] per connection, and an optional raw tap for the recorder.
+mod lsl_ffi;
+mod ring;
+mod stream;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Sender, TrySendError};
+
+use lsl_ffi::{Inlet, LslError, ResolvedInfo, Resolver};
+pub use ring::SampleReader;
+pub use stream::{StreamDescription, StreamPredicate};
+
+/// How long one blocking pull may wait: bounds the reaction to `stop`.
+const PULL_TIMEOUT_S: f64 = 0.05;
+/// How often the resolver is polled (bounds the reaction to `stop` while waiting).
+const RESOLVE_POLL: Duration = Duration::from_millis(50);
+/// liblsl forgets a vanished stream after this long.
+const RESOLVER_FORGET_S: f64 = 5.0;
+/// Fetching the full header of a just-resolved stream gives up after this long.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Clock offset estimates are taken this often (XDF recorders use ~5 s).
+const CLOCK_OFFSET_EVERY: Duration = Duration::from_secs(5);
+const CLOCK_OFFSET_RETRY: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Clone)]
+pub struct AcquireConfig {
+    pub predicate: StreamPredicate,
+    /// Period of [`AcquireEvent::Waiting`] reports while no stream matches.
+    pub resolve_timeout: Duration,
+    /// No samples for this long = [`AcquireEvent::Stalled`].
+    pub no_data_timeout: Duration,
+    /// Ring capacity in seconds of data at the nominal rate.
+    pub ring_seconds: f64,
+    /// Samples moved per pull (size of the preallocated pull buffer).
+    pub max_chunk_samples: usize,
+    /// Seconds liblsl buffers in the inlet before it silently drops the oldest samples.
+    pub inlet_buffer_s: i32,
+}
+
+impl Default for AcquireConfig {
+    fn default() -> Self {
+        Self {
+            predicate: StreamPredicate::default(),
+            resolve_timeout: Duration::from_secs(1),
+            no_data_timeout: Duration::from_secs(2),
+            ring_seconds: 10.0,
+            max_chunk_samples: 512,
+            inlet_buffer_s: 30,
+        }
+    }
+}
+
+/// Why samples were discarded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SampleDrop {
+    /// The consumer did not keep up and the ring was full (newest samples dropped).
+    RingOverflow,
+    /// The recorder's tap channel was full.
+    RawTapFull,
+}
+
+/// A copy of each pulled chunk for the recorder (timestamps on the source clock).
+#[derive(Debug, Clone)]
+pub struct RawChunk {
+    pub timestamps: Vec<f64>,
+    /// Interleaved [sample][channel].
+    pub data: Vec<f32>,
+    pub channels: usize,
+}
+
+// Connected is large but rare; boxing it would only add an allocation per connection.
+#[allow(clippy::large_enum_variant)]
+pub enum AcquireEvent {
+    /// No matching stream yet; sent every `resolve_timeout`.
+    Waiting {
+        predicate: StreamPredicate,
+        waited: Duration,
+    },
+    /// A stream was found and opened. Each connection comes with a NEW reader; earlier readers
+    /// stop receiving data.
+    Connected {
+        description: StreamDescription,
+        reader: SampleReader,
+    },
+    /// Samples received and offered to the ring.
+    Samples {
+        count: usize,
+    },
+    Dropped {
+        reason: SampleDrop,
+        count: usize,
+    },
+    /// The timestamps jumped by more than 1.5 sample periods: about `missing_samples` were lost
+    /// (by the source, the network, or an overrun inlet buffer) before `at_timestamp`.
+    Gap {
+        missing_samples: u64,
+        at_timestamp: f64,
+    },
+    /// liblsl's clock offset estimate: add `offset` to source timestamps to map them to the local
+    /// clock; `collection_time` is the source clock when it was measured (XDF ClockOffset).
+    ClockOffset {
+        collection_time: f64,
+        offset: f64,
+    },
+    /// No data for `since` (>= no_data_timeout): the outlet is probably gone. liblsl keeps trying
+    /// to reconnect to the same source_id by itself.
+    Stalled {
+        since: Duration,
+    },
+    /// Data flows again after a stall.
+    Resumed,
+    /// Acquisition cannot continue (the thread ends after sending this).
+    Fatal(String),
+}
+
+impl std::fmt::Debug for AcquireEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Waiting { predicate, waited } => {
+                write!(f, "Waiting({}, {waited:?})", predicate.to_xpath())
+            }
+            Self::Connected { description, .. } => write!(
+                f,
+                "Connected({} {} ch @ {} Hz)",
+                description.name, description.channel_count, description.nominal_srate
+            ),
+            Self::Samples { count } => write!(f, "Samples({count})"),
+            Self::Dropped { reason, count } => write!(f, "Dropped({reason:?}, {count})"),
+            Self::Gap {
+                missing_samples,
+                at_timestamp,
+            } => write!(f, "Gap({missing_samples} before {at_timestamp})"),
+            Self::ClockOffset {
+                collection_time,
+                offset,
+            } => write!(f, "ClockOffset({offset} at {collection_time})"),
+            Self::Stalled { since } => write!(f, "Stalled({since:?})"),
+            Self::Resumed => write!(f, "Resumed"),
+            Self::Fatal(m) => write!(f, "Fatal({m})"),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+enum AcquireError {
+    #[error("acquisition config: {0}")]
+    Config(&'static str),
+    #[error(transparent)]
+    Lsl(#[from] LslError),
+    #[error("stream '{name}': {problem}")]
+    Unsupported { name: String, problem: String },
+}
+
+/// Starts the acquisition thread. It runs until `stop` is set (honoured within ~100 ms), the
+/// events receiver is dropped, or a fatal error (reported as [`AcquireEvent::Fatal`]).
+pub fn spawn_acquisition(
+    cfg: AcquireConfig,
+    events: Sender<AcquireEvent>,
+    raw_tap: Option<Sender<RawChunk>>,
+    stop: Arc<AtomicBool>,
+) -> JoinHandle<()> {
+    std::thread::Builder::new()
+        .name("affectd-acquire".into())
+        .spawn(move || {
+            let mut acq = Acquisition {
+                cfg,
+                events,
+                raw_tap,
+                stop,
+            };
+            if let Err(e) = acq.run() {
+                tracing::error!(error = %e, "acquisition stopped");
+                let _ = acq.events.send(AcquireEvent::Fatal(e.to_string()));
+            }
+        })
+        .expect("the OS could not start the acquisition thread")
+}
+
+struct Acquisition {
+    cfg: AcquireConfig,
+    events: Sender<AcquireEvent>,
+    raw_tap: Option<Sender<RawChunk>>,
+    stop: Arc<AtomicBool>,
+}
+
+/// Why a connection ended.
+enum Ended {
+    /// Stop requested or nobody listens any more.
+    Quit,
+    /// The stream is gone for good (not recoverable by liblsl): resolve again.
+    Lost,
+}
+
+impl Acquisition {
+    fn stopped(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// False when the receiver is gone (then there is no point in going on).
+    fn emit(&self, ev: AcquireEvent) -> bool {
+        self.events.send(ev).is_ok()
+    }
+
+    fn run(&mut self) -> Result<(), AcquireError> {
+        let c = &self.cfg;
+        if c.max_chunk_samples == 0 {
+            return Err(AcquireError::Config("max_chunk_samples must be > 0"));
+        }
+        if !(c.ring_seconds.is_finite() && c.ring_seconds > 0.0) {
+            return Err(AcquireError::Config("ring_seconds must be > 0"));
+        }
+        if c.inlet_buffer_s <= 0 {
+            return Err(AcquireError::Config("inlet_buffer_s must be > 0"));
+        }
+        loop {
+            let Some(info) = self.resolve()? else {
+                return Ok(());
+            };
+            let inlet = match Inlet::open(&info, self.cfg.inlet_buffer_s, true) {
+                Ok(i) => i,
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not open inlet; resolving again");
+                    continue;
+                }
+            };
+            drop(info);
+            let Some(header) = self.header(&inlet)? else {
+                if self.stopped() {
+                    return Ok(());
+                }
+                continue;
+            };
+            let desc = StreamDescription::from_header(header);
+            match self.stream(inlet, desc)? {
+                Ended::Quit => return Ok(()),
+                Ended::Lost => continue,
+            }
+        }
+    }
+
+    /// Waits for a matching stream, reporting `Waiting` periodically. None = stop requested.
+    fn resolve(&self) -> Result<Option<ResolvedInfo>, AcquireError> {
+        let resolver = Resolver::new(&self.cfg.predicate.to_xpath(), RESOLVER_FORGET_S)?;
+        let started = Instant::now();
+        let every = self.cfg.resolve_timeout.max(Duration::from_millis(100));
+        let mut next_report = started + every;
+        while !self.stopped() {
+            if let Some(info) = resolver.results()?.into_iter().next() {
+                return Ok(Some(info));
+            }
+            if Instant::now() >= next_report {
+                next_report += every;
+                let waited = started.elapsed();
+                tracing::info!(
+                    predicate = %self.cfg.predicate.to_xpath(),
+                    waited_s = waited.as_secs_f64(),
+                    "waiting for an LSL stream matching the predicate"
+                );
+                if !self.emit(AcquireEvent::Waiting {
+                    predicate: self.cfg.predicate.clone(),
+                    waited,
+                }) {
+                    return Ok(None);
+                }
+            }
+            std::thread::sleep(RESOLVE_POLL);
+        }
+        Ok(None)
+    }
+
+    /// The full header, in short attempts so a stop request is seen. None = gave up.
+    fn header(&self, inlet: &Inlet) -> Result<Option<lsl_ffi::Header>, AcquireError> {
+        let started = Instant::now();
+        while !self.stopped() && started.elapsed() < HEADER_TIMEOUT {
+            match inlet.full_info(0.1) {
+                Ok(h) => return Ok(Some(h)),
+                Err(LslError::Timeout) => continue,
+                Err(LslError::Lost) => return Ok(None),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Pulls one connection's data until stop or loss.
+    fn stream(&mut self, mut inlet: Inlet, desc: StreamDescription) -> Result<Ended, AcquireError> {
+        let unsupported = |problem: String| AcquireError::Unsupported {
+            name: desc.name.clone(),
+            problem,
+        };
+        if !desc.is_numeric() {
+            return Err(unsupported(format!(
+                "channel format {} is not numeric",
+                desc.channel_format
+            )));
+        }
+        let srate = desc.nominal_srate;
+        if !(srate.is_finite() && srate > 0.0) {
+            return Err(unsupported(
+                "irregular sampling rate; EEG needs a nominal rate".into(),
+            ));
+        }
+        let ch = desc.channel_count;
+        let (mut writer, reader) =
+            ring::sample_ring(ch, (srate * self.cfg.ring_seconds).ceil() as usize);
+        tracing::info!(
+            name = %desc.name, source_id = %desc.source_id, host = %desc.hostname,
+            channels = ch, srate, labels = ?desc.labels, "connected to LSL stream"
+        );
+        if !self.emit(AcquireEvent::Connected {
+            description: desc,
+            reader,
+        }) {
+            return Ok(Ended::Quit);
+        }
+
+        let n = self.cfg.max_chunk_samples;
+        let mut data = vec![0f32; n * ch];
+        let mut ts = vec![0f64; n];
+        let period = 1.0 / srate;
+        let mut last_ts: Option<f64> = None;
+        let mut last_data = Instant::now();
+        let mut stalled = false;
+        let mut next_offset = Instant::now();
+
+        while !self.stopped() {
+            if !stalled && Instant::now() >= next_offset {
+                next_offset = Instant::now() + CLOCK_OFFSET_EVERY;
+                match inlet.time_correction(0.1) {
+                    Ok(tc) => {
+                        let ev = AcquireEvent::ClockOffset {
+                            collection_time: tc.remote_time,
+                            offset: tc.offset,
+                        };
+                        if !self.emit(ev) {
+                            return Ok(Ended::Quit);
+                        }
+                    }
+                    // No estimate yet (the first takes a few round trips): retry soon.
+                    Err(LslError::Timeout) => next_offset = Instant::now() + CLOCK_OFFSET_RETRY,
+                    Err(LslError::Lost) => return Ok(self.lost()),
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let got = match inlet.pull_chunk(&mut data, &mut ts, PULL_TIMEOUT_S) {
+                Ok(k) => k,
+                Err(LslError::Lost) => return Ok(self.lost()),
+                Err(e) => return Err(e.into()),
+            };
+            if got == 0 {
+                let since = last_data.elapsed();
+                if !stalled && since >= self.cfg.no_data_timeout {
+                    stalled = true;
+                    tracing::warn!(since_s = since.as_secs_f64(), "no EEG data: stream stalled");
+                    if !self.emit(AcquireEvent::Stalled { since }) {
+                        return Ok(Ended::Quit);
+                    }
+                }
+                continue;
+            }
+            last_data = Instant::now();
+            if stalled {
+                stalled = false;
+                tracing::info!("EEG data flows again");
+                if !self.emit(AcquireEvent::Resumed) {
+                    return Ok(Ended::Quit);
+                }
+            }
+            let (data, ts) = (&data[..got * ch], &ts[..got]);
+            for &t in ts {
+                if let Some(prev) = last_ts {
+                    let step = t - prev;
+                    if step > 1.5 * period {
+                        let missing = ((step / period).round() as u64).saturating_sub(1);
+                        let gap = AcquireEvent::Gap {
+                            missing_samples: missing,
+                            at_timestamp: t,
+                        };
+                        if !self.emit(gap) {
+                            return Ok(Ended::Quit);
+                        }
+                    }
+                }
+                last_ts = Some(t);
+            }
+            let dropped = writer.push(data, ts);
+            if !self.emit(AcquireEvent::Samples { count: got }) {
+                return Ok(Ended::Quit);
+            }
+            if dropped > 0 {
+                let ev = AcquireEvent::Dropped {
+                    reason: SampleDrop::RingOverflow,
+                    count: dropped,
+                };
+                if !self.emit(ev) {
+                    return Ok(Ended::Quit);
+                }
+            }
+            if !self.tap(data, ts, ch) {
+                return Ok(Ended::Quit);
+            }
+        }
+        Ok(Ended::Quit)
+    }
+
+    /// Offers a copy to the recorder; false when the events receiver is gone.
+    fn tap(&mut self, data: &[f32], ts: &[f64], channels: usize) -> bool {
+        let Some(tap) = &self.raw_tap else {
+            return true;
+        };
+        let chunk = RawChunk {
+            timestamps: ts.to_vec(),
+            data: data.to_vec(),
+            channels,
+        };
+        match tap.try_send(chunk) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_)) => self.emit(AcquireEvent::Dropped {
+                reason: SampleDrop::RawTapFull,
+                count: ts.len(),
+            }),
+            Err(TrySendError::Disconnected(_)) => {
+                tracing::warn!("raw tap receiver is gone; no longer copying chunks");
+                self.raw_tap = None;
+                true
+            }
+        }
+    }
+
+    fn lost(&self) -> Ended {
+        tracing::warn!("LSL stream lost for good (no source_id to recover by); resolving again");
+        Ended::Lost
+    }
+}

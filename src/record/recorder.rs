@@ -287,11 +287,12 @@ impl Recorder {
         let io = |path: PathBuf| move |source| XdfWriteError::Io { path, source };
         std::fs::create_dir_all(dir).map_err(io(dir.clone()))?;
         let stamp = super::utc_timestamp(SystemTime::now(), false);
-        // Never overwrite: a second file within the same millisecond gets a suffix.
+        // Never overwrite: a second file within the same millisecond gets a suffix that
+        // keeps the names in chronological order ('_' sorts after '.').
         for n in 0u32.. {
             let name = match n {
                 0 => format!("{}-{stamp}.xdf", self.cfg.file_prefix),
-                n => format!("{}-{stamp}-{n}.xdf", self.cfg.file_prefix),
+                n => format!("{}-{stamp}_{n:03}.xdf", self.cfg.file_prefix),
             };
             let path = dir.join(name);
             match OpenOptions::new().write(true).create_new(true).open(&path) {

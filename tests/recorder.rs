@@ -464,3 +464,280 @@ fn sigkill_leaves_a_readable_file_missing_at_most_the_last_second() {
     let eeg = py.iter().find(|s| s.0 == "SimEEG").unwrap();
     assert_eq!(eeg.2, ts);
 }
+
+/// A name no other test on this machine (other worktrees included) uses.
+fn unique(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("affectd-test-{tag}-{}-{nanos}", std::process::id())
+}
+
+#[test]
+fn marker_reader_forwards_headers_markers_and_clock_offsets() {
+    use affectd::record::markers::spawn_marker_reader;
+    use lsl::Pushable;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let stype = unique("markers");
+    let mut info = lsl::StreamInfo::new(
+        "TestStim",
+        &stype,
+        1,
+        0.0,
+        lsl::ChannelFormat::String,
+        &unique("src"),
+    )
+    .unwrap();
+    info.desc()
+        .append_child_value("manufacturer", "affectd-tests");
+    let outlet = lsl::StreamOutlet::new(&info, 0, 360).unwrap();
+    let (tx, rx) = unbounded();
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = spawn_marker_reader(
+        vec!["SomethingElse".into(), stype.clone()],
+        tx,
+        100,
+        stop.clone(),
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let item = rx
+        .recv_deadline(deadline)
+        .expect("no AddStream within 10 s");
+    let RecordItem::AddStream { id: 100, header } = item else {
+        panic!("expected AddStream for id 100, got {item:?}");
+    };
+    assert_eq!(
+        (header.name(), header.stream_type()),
+        ("TestStim", stype.as_str())
+    );
+    assert_eq!(
+        header.desc().unwrap().child_text("manufacturer"),
+        Some("affectd-tests")
+    );
+
+    let t = lsl::local_clock();
+    let sent = [
+        (t, "stimulus_start:positive"),
+        (t + 0.5, "stimulus_end:positive"),
+        (t + 0.75, "note with spaces"),
+    ];
+    for (ts, m) in sent {
+        lsl::ExPushable::push_sample_ex(&outlet, &vec![m.to_string()], ts, true).unwrap();
+    }
+    outlet.push_sample(&vec!["late".to_string()]).unwrap();
+    let (mut got, mut offsets) = (Vec::new(), Vec::new());
+    while got.len() < 4 || offsets.is_empty() {
+        match rx
+            .recv_deadline(deadline)
+            .expect("markers or clock offset missing")
+        {
+            RecordItem::Samples {
+                id: 100,
+                timestamps,
+                values: OwnedValues::Str(v),
+            } => {
+                got.extend(timestamps.into_iter().zip(v));
+            }
+            RecordItem::ClockOffset {
+                id: 100,
+                collection_time,
+                offset,
+            } => offsets.push((collection_time, offset)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    let want: Vec<(f64, String)> = sent.iter().map(|(t, m)| (*t, m.to_string())).collect();
+    assert_eq!(got[..3], want[..]);
+    assert_eq!(got[3].1, "late");
+    // Same machine: the offset is (close to) zero, measured at about now on the stream's clock.
+    let (ct, off) = offsets[0];
+    assert!(off.abs() < 0.01, "{off}");
+    assert!((ct - lsl::local_clock()).abs() < 10.0, "{ct}");
+    stop.store(true, Ordering::Relaxed);
+    reader.join().unwrap();
+}
+
+#[test]
+fn replay_publishes_original_metadata_values_and_relative_timing() {
+    use affectd::record::replay::{replay, ReplaySpeed};
+    use affectd::record::xdf::{SampleValues, XdfWriter};
+    use lsl::Pullable;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rec.xdf");
+    let (eeg_src, mk_src) = (unique("eeg"), unique("mk"));
+    let labels = ["Fp1", "Fp2", "T7", "T8"];
+    let eeg_h = StreamHeader::new(
+        "ReplayEEG",
+        "EEG",
+        4,
+        SRATE,
+        ChannelFormat::Float32,
+        &eeg_src,
+    )
+    .with_channels(&labels, Some("microvolts"), Some("EEG"));
+    let mk_h = StreamHeader::new(
+        "ReplayMarkers",
+        "Markers",
+        1,
+        0.0,
+        ChannelFormat::String,
+        &mk_src,
+    );
+    let n = 400;
+    // Jittered stamps far from the current clock: replay must shift them.
+    let eeg_ts: Vec<f64> = (0..n)
+        .map(|k| 5000.0 + k as f64 / SRATE + 1e-4 * ((k * 31) % 7) as f64)
+        .collect();
+    let eeg_vals: Vec<f32> = (0..n)
+        .flat_map(|k| (0..NCH).map(move |c| value(k, c)))
+        .collect();
+    let markers = [
+        (5000.2, "stimulus_start:neutral"),
+        (5001.4, "stimulus_end:neutral"),
+    ];
+    {
+        let mut w = XdfWriter::create(&path).unwrap();
+        w.add_stream(1, &eeg_h).unwrap();
+        w.add_stream(2, &mk_h).unwrap();
+        w.write_samples(1, &eeg_ts, SampleValues::F32(&eeg_vals))
+            .unwrap();
+        for (t, m) in markers {
+            w.write_samples(2, &[t], SampleValues::Str(&[m.to_string()]))
+                .unwrap();
+        }
+        w.finish().unwrap();
+    }
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stop2, path2) = (stop.clone(), path.clone());
+    let player =
+        std::thread::spawn(move || replay(&[path2], ReplaySpeed::AsFastAsPossible, false, &stop2));
+
+    let find = |src: &str| {
+        let found = lsl::resolve_byprop("source_id", src, 1, 10.0).unwrap();
+        let inlet = lsl::StreamInlet::new(&found[0], 360, 0, false).unwrap();
+        inlet.open_stream(5.0).unwrap();
+        inlet
+    };
+    let eeg_in = find(&eeg_src);
+    let mk_in = find(&mk_src);
+    // The outlet carries the original description: labels, units.
+    let seen = StreamHeader::from_xml(&eeg_in.info(5.0).unwrap().to_xml().unwrap()).unwrap();
+    assert_eq!(seen.channel_labels(), labels);
+    assert_eq!(
+        (seen.name(), seen.stream_type(), seen.source_id()),
+        ("ReplayEEG", "EEG", eeg_src.as_str())
+    );
+    assert_eq!(
+        (
+            seen.channel_count(),
+            seen.nominal_srate(),
+            seen.channel_format()
+        ),
+        (4, SRATE, ChannelFormat::Float32)
+    );
+    let unit = seen.desc().unwrap().child("channels").unwrap().children[2].child_text("unit");
+    assert_eq!(unit, Some("microvolts"));
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut ts, mut vals, mut mk) = (Vec::new(), Vec::new(), Vec::new());
+    while (ts.len() < n || mk.len() < 2) && Instant::now() < deadline {
+        let (s, t): (Vec<f32>, f64) = eeg_in.pull_sample(0.05).unwrap();
+        if t != 0.0 {
+            ts.push(t);
+            vals.extend(s);
+        }
+        let (s, t): (Vec<String>, f64) = mk_in.pull_sample(0.0).unwrap();
+        if t != 0.0 {
+            mk.push((t, s[0].clone()));
+        }
+    }
+    let stats = player.join().unwrap().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    assert_eq!(stats.samples_pushed, n as u64 + 2);
+    assert_eq!((stats.streams, stats.passes), (2, 1));
+    assert_eq!(ts.len(), n);
+    assert_eq!(vals, eeg_vals);
+    // Relative timing preserved exactly (to float rounding), within and across streams, and
+    // shifted onto the current LSL clock.
+    for k in 0..n {
+        assert!(
+            ((ts[k] - ts[0]) - (eeg_ts[k] - eeg_ts[0])).abs() < 1e-9,
+            "sample {k}"
+        );
+    }
+    assert!((ts[0] - lsl::local_clock()).abs() < 30.0);
+    let mk_rel: Vec<(f64, String)> = mk.iter().map(|(t, s)| (t - ts[0], s.clone())).collect();
+    for ((t, s), (want_t, want_s)) in mk_rel.iter().zip(markers) {
+        assert!(
+            (t - (want_t - eeg_ts[0])).abs() < 1e-9,
+            "{t} vs {}",
+            want_t - eeg_ts[0]
+        );
+        assert_eq!(s, want_s);
+    }
+}
+
+#[test]
+fn replay_paces_real_time_and_at_the_requested_factor() {
+    use affectd::record::replay::{replay, ReplaySpeed};
+    use affectd::record::xdf::{SampleValues, XdfWriter};
+    use lsl::Pullable;
+    use std::sync::atomic::AtomicBool;
+
+    for (speed, factor) in [
+        (ReplaySpeed::RealTime, 1.0),
+        (ReplaySpeed::Factor(4.0), 4.0),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pace.xdf");
+        let src = unique("pace");
+        let mut w = XdfWriter::create(&path).unwrap();
+        w.add_stream(
+            1,
+            &StreamHeader::new("Pace", "EEG", 1, 100.0, ChannelFormat::Float32, &src),
+        )
+        .unwrap();
+        // 1.2 s of data.
+        let ts: Vec<f64> = (0..121).map(|k| k as f64 / 100.0).collect();
+        let v: Vec<f32> = (0..121).map(|k| k as f32).collect();
+        w.write_samples(1, &ts, SampleValues::F32(&v)).unwrap();
+        w.finish().unwrap();
+        let player =
+            std::thread::spawn(move || replay(&[path], speed, false, &AtomicBool::new(false)));
+        let found = lsl::resolve_byprop("source_id", &src, 1, 10.0).unwrap();
+        let inlet = lsl::StreamInlet::new(&found[0], 360, 0, false).unwrap();
+        inlet.open_stream(5.0).unwrap();
+        // Arrival times against the data's own time line (a real-time replay does not wait for
+        // consumers, so the first samples may be missed).
+        let mut arrivals: Vec<(Instant, f32)> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while arrivals.last().is_none_or(|a| a.1 < 120.0) && Instant::now() < deadline {
+            let (s, t): (Vec<f32>, f64) = inlet.pull_sample(0.05).unwrap();
+            if t != 0.0 {
+                arrivals.push((Instant::now(), s[0]));
+            }
+        }
+        let stats = player.join().unwrap().unwrap();
+        assert_eq!(stats.samples_pushed, 121);
+        assert!(
+            arrivals.len() >= 60,
+            "{speed:?}: only {} samples",
+            arrivals.len()
+        );
+        let (first, last) = (arrivals[0], arrivals[arrivals.len() - 1]);
+        let wall = last.0.duration_since(first.0).as_secs_f64();
+        let data = f64::from(last.1 - first.1) / 100.0 / factor;
+        assert!(
+            (wall - data).abs() < 0.25 * data + 0.03,
+            "{speed:?}: {wall:.3} s for {data:.3} s of data"
+        );
+    }
+}

@@ -186,8 +186,9 @@ impl XdfWriter {
         Ok(())
     }
 
-    /// Writes a ClockOffset chunk: at local time `collection_time`, the stream's clock was
-    /// `offset` seconds behind ours (LSL's `time_correction`).
+    /// Writes a ClockOffset chunk: `offset` is what must be added to the stream's timestamps to
+    /// reach the recording computer's clock (LSL's `time_correction`), measured at
+    /// `collection_time` on the stream's own clock (local_clock() - offset, as LabRecorder does).
     pub fn write_clock_offset(
         &mut self,
         id: u32,

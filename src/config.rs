@@ -567,6 +567,14 @@ impl Config {
         plan
     }
 
+    /// Takes the [`LIVE_KEYS`] values from `new`, keeping everything else: the config a running
+    /// daemon actually has after a reload.
+    pub fn apply_live(&mut self, new: &Config) {
+        self.log.level.clone_from(&new.log.level);
+        self.inference.smoothing_tau_s = new.inference.smoothing_tau_s;
+        self.outputs.jsonl.clone_from(&new.outputs.jsonl);
+    }
+
     /// Every key of this config, dotted (`features.hop_s`), with its value as TOML.
     pub fn flat_keys(&self) -> BTreeMap<String, toml::Value> {
         flatten(self)
@@ -897,5 +905,22 @@ mod tests {
         let plan = old.reload_plan(&new);
         assert_eq!(plan.live, ["inference.smoothing_tau_s", "log.level"]);
         assert_eq!(plan.restart, ["features.hop_s", "stream.name"]);
+    }
+    #[test]
+    fn apply_live_takes_exactly_the_live_keys() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.log.level = "debug".into();
+        new.inference.smoothing_tau_s = 3.0;
+        new.outputs.jsonl.enabled = false;
+        new.outputs.jsonl.path = "/tmp/x.jsonl".into();
+        new.features.window_s = 2.0;
+        let mut effective = old.clone();
+        effective.apply_live(&new);
+        // Every live key changed is now equal; the restart key is still pending.
+        let plan = effective.reload_plan(&new);
+        assert!(plan.live.is_empty(), "{plan:?}");
+        assert_eq!(plan.restart, ["features.window_s"]);
+        assert_eq!(old.reload_plan(&new).live.len(), LIVE_KEYS.len());
     }
 }

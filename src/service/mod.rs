@@ -4,8 +4,10 @@
 //! are in systemd/ and scripts/; docs/service.md explains them.
 pub mod logging;
 pub mod notify;
+pub mod reload;
 pub mod signals;
 
 pub use logging::{init_logging, ReloadHandle};
 pub use notify::{spawn_watchdog, Notifier};
+pub use reload::ConfigReloader;
 pub use signals::{spawn_signal_listener, ControlEvent, SignalHandle};

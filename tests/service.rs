@@ -707,3 +707,88 @@ fn log_level_reloads_and_bad_filters_name_the_key() {
     let e = handle.set_level("=][").unwrap_err();
     assert!(e.to_string().starts_with("log.level:"), "{e}");
 }
+
+#[test]
+fn grafana_dashboard_imports_as_is_and_shows_every_metric() {
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("grafana/affectd.json")).unwrap())
+            .unwrap();
+    assert_eq!(dash["__inputs"][0]["name"], "DS_PROMETHEUS");
+    let mut exprs = String::new();
+    for p in dash["panels"].as_array().unwrap() {
+        if p["type"] == "row" {
+            continue;
+        }
+        assert_eq!(p["datasource"]["uid"], "${DS_PROMETHEUS}", "{}", p["title"]);
+        for t in p["targets"].as_array().unwrap() {
+            assert_eq!(t["datasource"]["uid"], "${DS_PROMETHEUS}");
+            exprs.push_str(t["expr"].as_str().unwrap());
+            exprs.push('\n');
+        }
+    }
+    // One of every event, so that every metric family is rendered.
+    let m = Metrics::new();
+    let classes = vec!["a".to_string()];
+    for e in [
+        Event::SamplesReceived { n: 1 },
+        Event::SamplesDropped {
+            reason: "gap",
+            n: 1,
+        },
+        Event::StreamGap { missing_samples: 1 },
+        Event::StreamConnected(true),
+        Event::WindowProcessed,
+        Event::WindowDropped {
+            reason: "non_finite",
+        },
+        Event::InferenceDuration(Duration::from_micros(50)),
+        Event::EndToEndLatency(0.001),
+        Event::Prediction {
+            probabilities: &[1.0],
+            classes: &classes,
+        },
+        Event::ModelLoaded {
+            id: "i",
+            path: "p",
+            format: "f",
+            calibration: "c",
+        },
+        Event::ModelRejected { reason: "contract" },
+        Event::ModelSwapped,
+        Event::OutputDropped { sink: "lsl", n: 1 },
+        Event::RecorderBytes(10),
+        Event::RecorderStopped {
+            reason: "disk_full",
+        },
+        Event::RecordDropped { n: 1 },
+        Event::ConfigReloaded { ok: true },
+    ] {
+        m.emit(e);
+    }
+    let families: Vec<String> = m
+        .render()
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .map(|l| l.split(' ').next().unwrap().to_owned())
+        .collect();
+    assert!(families.len() >= 20, "{families:?}");
+    let missing: Vec<_> = families
+        .iter()
+        .filter(|f| !exprs.contains(f.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "metrics without a panel: {missing:?}");
+    // And the dashboard asks for nothing that does not exist.
+    for word in exprs.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if let Some(base) = word.strip_prefix("affectd_") {
+            let name = format!("affectd_{base}");
+            let name = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                families.iter().any(|f| f == name),
+                "dashboard uses unknown {name}"
+            );
+        }
+    }
+}

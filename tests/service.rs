@@ -792,3 +792,237 @@ fn grafana_dashboard_imports_as_is_and_shows_every_metric() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Hardening: liblsl and onnxruntime under MemoryDenyWriteExecute, and the syscalls they use
+// against the unit's SystemCallFilter. The child is this test binary re-run with one test.
+
+/// An int8 QDQ Conv + ReLU model (ORT fuses it into QLinearConv), written with the onnx package.
+const QDQ_MODEL_PY: &str = r#"
+import sys, numpy as np, onnx
+from onnx import helper as h, TensorProto as T, numpy_helper as nh
+rng = np.random.default_rng(0)
+w = rng.integers(-63, 64, size=(8, 5, 3, 3)).astype(np.int8)
+b = rng.integers(-100, 100, size=(8,)).astype(np.int32)
+inits = [nh.from_array(w, "w_q"), nh.from_array(np.array(0.01, np.float32), "w_s"),
+         nh.from_array(np.array(0, np.int8), "w_z"), nh.from_array(b, "b_q"),
+         nh.from_array(np.array(0.05 * 0.01, np.float32), "b_s"), nh.from_array(np.array(0, np.int32), "b_z"),
+         nh.from_array(np.array(0.05, np.float32), "x_s"), nh.from_array(np.array(0, np.int8), "x_z"),
+         nh.from_array(np.array(0.02, np.float32), "y_s"), nh.from_array(np.array(-128, np.int8), "y_z")]
+nodes = [h.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["x_q"]),
+         h.make_node("DequantizeLinear", ["x_q", "x_s", "x_z"], ["x_d"]),
+         h.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["w_d"]),
+         h.make_node("DequantizeLinear", ["b_q", "b_s", "b_z"], ["b_d"]),
+         h.make_node("Conv", ["x_d", "w_d", "b_d"], ["c"], pads=[1, 1, 1, 1]),
+         h.make_node("Relu", ["c"], ["r"]),
+         h.make_node("QuantizeLinear", ["r", "y_s", "y_z"], ["r_q"]),
+         h.make_node("DequantizeLinear", ["r_q", "y_s", "y_z"], ["y"])]
+g = h.make_graph(nodes, "qdq", [h.make_tensor_value_info("x", T.FLOAT, [1, 5, 9, 9])],
+                 [h.make_tensor_value_info("y", T.FLOAT, [1, 8, 9, 9])], inits)
+m = h.make_model(g, opset_imports=[h.make_opsetid("", 17)])
+m.ir_version = 8
+onnx.checker.check_model(m, full_check=True)
+onnx.save(m, sys.argv[1])
+"#;
+
+fn native_lib_dir() -> Option<PathBuf> {
+    std::env::var_os("AFFECTD_NATIVE_LIB_DIR").map(PathBuf::from)
+}
+
+#[test]
+fn hardening_child() {
+    let Some(model) = std::env::var_os("AFFECTD_HARDENING_CHILD") else {
+        return; // only runs as the child of the test below
+    };
+    // PR_SET_MDWE (65), PR_MDWE_REFUSE_EXEC_GAIN (1): what MemoryDenyWriteExecute= enforces.
+    // SAFETY: prctl with integer arguments only.
+    let rc = unsafe {
+        libc::prctl(
+            65,
+            1 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    assert_eq!(rc, 0, "PR_SET_MDWE: {}", std::io::Error::last_os_error());
+
+    let lib = native_lib_dir().unwrap().join("libonnxruntime.so.1.31.1");
+    let env = ort::init_from(&lib)
+        .unwrap()
+        .with_telemetry(false)
+        .build()
+        .unwrap();
+    let mut session = ort::session::Session::builder(&env)
+        .unwrap()
+        .with_intra_threads(1)
+        .unwrap()
+        .commit_from_file(PathBuf::from(model))
+        .unwrap();
+    let x: Vec<f32> = (0..405)
+        .map(|i| ((i * 37 % 101) as f32 - 50.0) / 20.0)
+        .collect();
+    let mut sum = 0.0f32;
+    for _ in 0..50 {
+        let input = ort::value::Tensor::from_array(([1usize, 5, 9, 9], x.clone())).unwrap();
+        let out = session.run(ort::inputs!["x" => input]).unwrap();
+        let (_, y) = out["y"].try_extract_tensor::<f32>().unwrap();
+        sum += y.iter().sum::<f32>();
+    }
+    assert!(sum.is_finite() && sum > 0.0);
+
+    use lsl::{Pullable, Pushable};
+    let id = format!("affectd-hardening-{}", std::process::id());
+    let info = lsl::StreamInfo::new(
+        "hardening",
+        "EEG",
+        4,
+        100.0,
+        lsl::ChannelFormat::Float32,
+        &id,
+    )
+    .unwrap();
+    let outlet = lsl::StreamOutlet::new(&info, 0, 10).unwrap();
+    let found = lsl::resolve_byprop("source_id", &id, 1, 5.0).unwrap();
+    assert!(!found.is_empty(), "LSL resolve under MDWE found nothing");
+    let inlet = lsl::StreamInlet::new(&found[0], 10, 0, true).unwrap();
+    inlet.open_stream(5.0).unwrap();
+    let mut got = 0;
+    let t = Instant::now();
+    while got < 5 && t.elapsed() < Duration::from_secs(5) {
+        outlet.push_sample(&vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+        let (s, ts): (Vec<f32>, f64) = inlet.pull_sample(0.2).unwrap();
+        if ts != 0.0 {
+            assert_eq!(s, [1.0, 2.0, 3.0, 4.0]);
+            got += 1;
+        }
+    }
+    assert_eq!(got, 5, "LSL samples under MDWE");
+    println!("HARDENING-CHILD-OK");
+}
+
+/// The syscalls a systemd group stands for, nested groups expanded.
+fn syscall_group(group: &str, out: &mut BTreeSet<String>) {
+    let o = Command::new("systemd-analyze")
+        .args(["syscall-filter", group])
+        .output()
+        .unwrap();
+    for line in String::from_utf8_lossy(&o.stdout).lines().skip(1) {
+        let w = line.trim();
+        if w.is_empty() || w.starts_with('#') {
+            continue;
+        }
+        if w.starts_with('@') {
+            syscall_group(w, out);
+        } else {
+            out.insert(w.to_owned());
+        }
+    }
+}
+
+#[test]
+fn libraries_run_under_mdwe_and_within_the_syscall_filter() {
+    let Some(native) = native_lib_dir() else {
+        println!("SKIPPED: AFFECTD_NATIVE_LIB_DIR unset (run scripts/setup)");
+        return;
+    };
+    let python = native.join("../../.venv/bin/python");
+    if !python.exists() || systemd_analyze().is_none() {
+        println!("SKIPPED: needs {} and systemd-analyze", python.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("qdq.onnx");
+    let st = Command::new(&python)
+        .args(["-c", QDQ_MODEL_PY])
+        .arg(&model)
+        .status()
+        .unwrap();
+    assert!(st.success(), "model script failed");
+
+    let me = std::env::current_exe().unwrap();
+    let trace = dir.path().join("strace.txt");
+    let use_strace = Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let mut cmd = if use_strace {
+        let mut c = Command::new("strace");
+        c.args(["-f", "-qq", "-c", "-U", "name", "-o"])
+            .arg(&trace)
+            .arg(&me);
+        c
+    } else {
+        println!("strace missing: checking MDWE only");
+        Command::new(&me)
+    };
+    // The child gets the unit's Environment= and an empty HOME, to see what it writes there.
+    let unit = std::fs::read_to_string(repo("systemd/affectd.service")).unwrap();
+    for kv in unit.lines().filter_map(|l| l.strip_prefix("Environment=")) {
+        let (k, v) = kv.split_once('=').unwrap();
+        cmd.env(k, v);
+    }
+    let home = dir.path().join("home");
+    std::fs::create_dir(&home).unwrap();
+    let out = cmd
+        .args([
+            "--exact",
+            "hardening_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("AFFECTD_HARDENING_CHILD", &model)
+        .env("HOME", &home)
+        .env_remove("XDG_CACHE_HOME")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("HARDENING-CHILD-OK"),
+        "child failed under MDWE:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let written = files_under(&home);
+    assert!(
+        written.is_empty(),
+        "the libraries wrote into HOME: {written:?}"
+    );
+    if !use_strace {
+        return;
+    }
+    let used: BTreeSet<String> = std::fs::read_to_string(&trace)
+        .unwrap()
+        .lines()
+        .map(str::trim)
+        .filter(|l| {
+            !l.is_empty() && !l.starts_with("syscall") && !l.starts_with('-') && *l != "total"
+        })
+        .map(str::to_owned)
+        .collect();
+    assert!(used.contains("mmap") && used.contains("sendto"), "{used:?}");
+    let mut allowed = BTreeSet::new();
+    syscall_group("@system-service", &mut allowed);
+    syscall_group("@default", &mut allowed);
+    let denied_groups: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter=~"))
+        .flat_map(str::split_whitespace)
+        .collect();
+    assert!(denied_groups.contains(&"@privileged"));
+    let mut denied = BTreeSet::new();
+    for g in &denied_groups {
+        syscall_group(g, &mut denied);
+    }
+    let outside: Vec<&String> = used
+        .iter()
+        .filter(|s| !allowed.contains(*s) || denied.contains(*s))
+        .collect();
+    println!(
+        "{} syscalls used by ort + liblsl + the test harness; outside the filter: {outside:?}",
+        used.len()
+    );
+    assert!(
+        outside.is_empty(),
+        "syscalls the unit's filter refuses: {outside:?}"
+    );
+}

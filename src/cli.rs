@@ -25,10 +25,8 @@ enum Command {
     Run(RunArgs),
     /// Publish a simulated EEG headset (and its state markers) over LSL.
     Simulate(SimulateArgs),
-    /// Train, calibrate (prefrontal Grad-CAM), quantise (QAT) and install an int8 model.
-    Train(crate::train::cli::TrainArgs),
-    /// Retrain from recorded sessions (XDF files with labelled markers) and install the model.
-    Retrain(crate::train::cli::RetrainArgs),
+    // PENDING-TRAIN Train(crate::train::cli::TrainArgs),
+    // PENDING-TRAIN Retrain(crate::train::cli::RetrainArgs),
     /// Publish the streams of recorded XDF files over LSL, with their metadata and timing.
     Replay(ReplayArgs),
     /// Validate a config file and print what it configures.
@@ -107,8 +105,7 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args, &log_handle),
         Command::Simulate(args) => simulate(args),
-        Command::Train(args) => crate::train::cli::train(args),
-        Command::Retrain(args) => crate::train::cli::retrain(args),
+        // PENDING-TRAIN
         Command::Replay(args) => replay(args),
         Command::CheckConfig { file } => crate::config::check(&file)
             .map(|summary| println!("{summary}"))
@@ -142,14 +139,14 @@ fn run(args: RunArgs, log: &crate::service::logging::ReloadHandle) -> anyhow::Re
         simulate: args.simulate,
         duration: args.duration.map(Duration::from_secs_f64),
     };
-    crate::pipeline::run(config, opts, control, &|level| log.set_level(level))?;
+    crate::pipeline::run(config, opts, control, Some(log.clone()))?;
     Ok(())
 }
 
 fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.config)?;
     crate::lsl_env::configure(config.lsl.api_config.as_deref())?;
-    let mut sim = config.simulate.to_sim_config();
+    let mut sim = crate::pipeline::sim_config(&config.simulate);
     if let Some(s) = args.effect_strength {
         sim.effect_strength = s;
     }

@@ -24,7 +24,7 @@ use crate::acquire::{
     spawn_acquisition, AcquireConfig, AcquireEvent, RawChunk, SampleReader, StreamDescription,
     StreamPredicate,
 };
-use crate::config::Config;
+use crate::config::{Config, SimulateConfig};
 use crate::features::{FeatureConfig, FeatureExtractor, FeatureWindow, GridMap, WindowOutcome};
 use crate::infer::model::Model;
 use crate::infer::smoothing::{argmax, ProbabilitySmoother};
@@ -35,9 +35,12 @@ use crate::outputs::lsl_outlet::EmotionOutlet;
 use crate::outputs::metrics::{Event, Health, Metrics};
 use crate::record::labels::{LabelMapping, START_PREFIX};
 use crate::record::recorder::{spawn_recorder, OwnedValues, RecordItem, RecorderConfig};
-use crate::record::xdf::StreamHeader;
+use crate::record::xdf::{ChannelFormat, StreamHeader};
 use crate::service::notify::{spawn_watchdog, Notifier};
+use crate::service::logging::ReloadHandle;
+use crate::service::reload::ConfigReloader;
 use crate::service::signals::ControlEvent;
+use crate::simulate::SimConfig;
 
 /// Recorder stream ids: the EEG input, the daemon's own output, then marker streams.
 const EEG_STREAM_ID: u32 = 1;
@@ -113,14 +116,14 @@ impl LiveSettings {
 
 /// Runs the daemon until SIGTERM/SIGINT (or `opts.duration`).
 pub fn run(
-    mut config: Config,
+    config: Config,
     opts: RunOptions,
     control: Receiver<ControlEvent>,
-    on_log_level: &dyn Fn(&str),
+    log: Option<ReloadHandle>,
 ) -> anyhow::Result<RunSummary> {
     let stop = Arc::new(AtomicBool::new(false));
     let metrics = Metrics::new();
-    let health = Arc::new(Health::new());
+    let health = Health::new();
     let feature_template = feature_config(&config, 0.0);
 
     crate::infer::runtime::init(config.model.onnxruntime_library.as_deref())
@@ -150,7 +153,7 @@ pub fn run(
         source_id: config.stream.source_id.clone(),
     };
     if opts.simulate {
-        let sim = config.simulate.to_sim_config();
+        let sim = sim_config(&config.simulate);
         predicate.name = Some(sim.stream_name.clone());
         predicate.source_id = Some(sim.source_id.clone());
         let flag = simulator_stop.clone();
@@ -295,11 +298,11 @@ pub fn run(
     watched.extend(opts.config_path.clone());
     let _watcher = swap::watch_files(&watched, changed_tx).context("watching model and config")?;
 
-    let notifier = Notifier::from_env();
-    let watchdog_stop = Arc::new(AtomicBool::new(false));
+    let notifier = Notifier::from_env().map(Arc::new);
+    let (watchdog_stop, watchdog_stop_rx) = bounded::<()>(1);
     let watchdog = notifier
         .clone()
-        .and_then(|n| spawn_watchdog(n, health.clone(), watchdog_stop.clone()));
+        .and_then(|n| spawn_watchdog(n, health.clone(), watchdog_stop_rx));
     if let Some(n) = &notifier {
         n.ready();
     }
@@ -312,6 +315,11 @@ pub fn run(
             .unwrap_or_else(|| "off".into()),
     );
 
+    let mut reloader = opts
+        .config_path
+        .clone()
+        .map(|path| ConfigReloader::new(path, config.clone(), log, metrics.clone()));
+
     // Control loop.
     let deadline = opts.duration.map(|d| Instant::now() + d);
     let tick = crossbeam_channel::tick(Duration::from_millis(200));
@@ -320,15 +328,15 @@ pub fn run(
             recv(control) -> event => match event {
                 Ok(ControlEvent::Shutdown) | Err(_) => break,
                 Ok(ControlEvent::Reload) => {
-                    if let Some(path) = &opts.config_path {
-                        reload(path, &mut config, &metrics, notifier.as_ref(), &live_tx, &out_live_tx, on_log_level);
+                    if let Some(reloader) = &mut reloader {
+                        reload(reloader, notifier.as_deref(), &live_tx, &out_live_tx);
                     }
                 }
             },
             recv(changed_rx) -> path => {
                 let Ok(path) = path else { continue };
-                if Some(&path) == opts.config_path.as_ref() {
-                    reload(&path, &mut config, &metrics, notifier.as_ref(), &live_tx, &out_live_tx, on_log_level);
+                if let Some(reloader) = reloader.as_mut().filter(|r| r.path() == path) {
+                    reload(reloader, notifier.as_deref(), &live_tx, &out_live_tx);
                 } else if path == config.model.path {
                     let current = current_model_id.lock().unwrap().clone();
                     match swap::try_model(&path, config.model.intra_threads, &current, |m| check_contract(m, &feature_template)) {
@@ -376,7 +384,7 @@ pub fn run(
             Err(_) => tracing::error!("recorder thread panicked"),
         }
     }
-    watchdog_stop.store(true, Ordering::SeqCst);
+    drop(watchdog_stop);
     if let Some(w) = watchdog {
         let _ = w.join();
     }
@@ -397,8 +405,11 @@ fn feature_config(config: &Config, sample_rate_hz: f64) -> FeatureConfig {
         sample_rate_hz,
         window_s: config.features.window_s,
         hop_s: config.features.hop_s,
-        notch_hz: config.features.notch_hz,
-        bandpass_hz: config.features.bandpass_hz,
+        notch_hz: (config.features.notch_hz > 0.0).then_some(config.features.notch_hz),
+        bandpass_hz: match config.features.bandpass_hz[..] {
+            [low, high] => Some([low, high]),
+            _ => None,
+        },
         ..FeatureConfig::default()
     }
 }
@@ -442,60 +453,80 @@ fn max_output_age(config: &Config) -> Duration {
     Duration::from_secs_f64((config.features.hop_s * 8.0).max(2.0))
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Re-reads the config file; live keys go to the threads, the others are named as needing a
+/// restart (by the reloader). A broken file keeps the running config.
 fn reload(
-    path: &Path,
-    config: &mut Config,
-    metrics: &Metrics,
+    reloader: &mut ConfigReloader,
     notifier: Option<&Notifier>,
     live_tx: &Sender<LiveSettings>,
     out_live_tx: &Sender<LiveSettings>,
-    on_log_level: &dyn Fn(&str),
 ) {
     if let Some(n) = notifier {
         n.reloading();
     }
-    match Config::load(path) {
-        Ok(new) => {
-            let plan = config.reload_plan(&new);
-            if !plan.restart.is_empty() {
-                tracing::warn!(
-                    "config reload: these keys changed but need a restart to apply: {}",
-                    plan.restart.join(", ")
-                );
-            }
-            if plan.live.iter().any(|k| k == "log.level") {
-                on_log_level(&new.log.level);
-            }
-            let live = LiveSettings::from_config(&new);
-            let _ = live_tx.send(live.clone());
-            let _ = out_live_tx.send(live);
-            tracing::info!(
-                "config reloaded from {}; applied live: {}",
-                path.display(),
-                if plan.live.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    plan.live.join(", ")
-                }
-            );
-            // Keep the running values of restart-only keys, so a later diff still names them.
-            let mut merged = new;
-            merged.adopt_restart_keys(config);
-            *config = merged;
-            metrics.emit(Event::ConfigReloaded { ok: true });
-        }
-        Err(e) => {
-            tracing::error!(
-                "config reload from {} failed, keeping the running config: {e}",
-                path.display()
-            );
-            metrics.emit(Event::ConfigReloaded { ok: false });
-        }
+    if reloader.reload().is_ok() {
+        let live = LiveSettings::from_config(reloader.effective());
+        let _ = live_tx.send(live.clone());
+        let _ = out_live_tx.send(live);
     }
     if let Some(n) = notifier {
         n.ready();
     }
+}
+
+/// The simulator settings of the `[simulate]` config section.
+pub fn sim_config(section: &SimulateConfig) -> SimConfig {
+    let defaults = SimConfig::default();
+    SimConfig {
+        channels: section.channels.clone().unwrap_or(defaults.channels),
+        sample_rate_hz: section.sample_rate_hz,
+        effect_strength: section.effect_strength,
+        state_duration_s: section.state_duration_s,
+        seed: section.seed,
+        line_freq_hz: section.line_freq_hz,
+        ..defaults
+    }
+}
+
+fn sample_drop_reason(reason: crate::acquire::SampleDrop) -> &'static str {
+    match reason {
+        crate::acquire::SampleDrop::RingOverflow => "ring_overflow",
+        crate::acquire::SampleDrop::RawTapFull => "record_tap_full",
+    }
+}
+
+fn window_drop_reason(reason: crate::features::DropReason) -> &'static str {
+    match reason {
+        crate::features::DropReason::NonFinite => "non_finite",
+        crate::features::DropReason::ChannelCountMismatch => "channel_count_mismatch",
+    }
+}
+
+/// The EEG stream's own LSL header, recorded as it came, except that samples are stored as
+/// float32 (what the inlet delivers to the pipeline).
+fn recorded_eeg_header(lsl_xml: &str) -> Result<StreamHeader, String> {
+    let header = StreamHeader::from_xml(lsl_xml)?;
+    if header.channel_format() == ChannelFormat::Float32 {
+        return Ok(header);
+    }
+    let from = format!("<channel_format>{}</channel_format>", header.channel_format().as_str());
+    StreamHeader::from_xml(&lsl_xml.replacen(&from, "<channel_format>float32</channel_format>", 1))
+}
+
+/// The header of the daemon's own output in recordings: as the LSL Emotion outlet.
+fn emotion_output_header(classes: &[String], rate_hz: f64) -> StreamHeader {
+    let mut labels: Vec<String> = classes.iter().map(|c| format!("p_{c}")).collect();
+    labels.push("class_index".into());
+    let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+    StreamHeader::new(
+        "affectd-emotion",
+        "Emotion",
+        labels.len() as u32,
+        rate_hz,
+        ChannelFormat::Float32,
+        "affectd-emotion",
+    )
+    .with_channels(&labels, None, None)
 }
 
 struct FeatureCtx {
@@ -550,7 +581,7 @@ fn feature_loop(events: Receiver<AcquireEvent>, out: Sender<FeatureMsg>, ctx: Fe
                 metrics.emit(Event::SamplesReceived { n: count as u64 })
             }
             Ok(AcquireEvent::Dropped { reason, count }) => metrics.emit(Event::SamplesDropped {
-                reason: reason.as_str(),
+                reason: sample_drop_reason(reason),
                 n: count as u64,
             }),
             Ok(AcquireEvent::Gap {
@@ -617,7 +648,7 @@ fn feature_loop(events: Receiver<AcquireEvent>, out: Sender<FeatureMsg>, ctx: Fe
                 }
                 Some(WindowOutcome::Dropped { reason, .. }) => {
                     metrics.emit(Event::WindowDropped {
-                        reason: reason.as_str(),
+                        reason: window_drop_reason(reason),
                     });
                 }
             }
@@ -669,7 +700,12 @@ fn connect(
         }
     };
     if let Some(tx) = &ctx.record_headers {
-        let _ = tx.send(StreamHeader::from_lsl_xml(&description.header_xml));
+        match recorded_eeg_header(&description.header_xml) {
+            Ok(header) => {
+                let _ = tx.send(header);
+            }
+            Err(e) => tracing::error!("cannot record stream '{}': its header does not parse: {e}", description.name),
+        }
     }
     ctx.health.set_stream_connected(true);
     ctx.metrics.emit(Event::StreamConnected(true));
@@ -804,7 +840,7 @@ fn output_loop(
     if let Some(tx) = &ctx.record {
         let _ = tx.send(RecordItem::AddStream {
             id: OUTPUT_STREAM_ID,
-            header: StreamHeader::emotion_output(&classes, 1.0 / ctx.hop_s),
+            header: emotion_output_header(&classes, 1.0 / ctx.hop_s),
         });
     }
     let mapping = LabelMapping::default();

@@ -5,4 +5,5 @@ pub mod export;
 pub mod model;
 pub mod net_params;
 mod npz;
+pub mod recordings;
 pub mod reference;

@@ -393,3 +393,102 @@ fn emotion_outlet_delivers_labelled_probabilities() {
     let e = outlet.push(&[0.2, 0.3, 0.5], 3, t0).unwrap_err();
     assert!(e.to_string().contains("class index 3"), "{e}");
 }
+
+#[test]
+fn full_ring_and_full_tap_are_counted_and_keep_the_oldest_samples() {
+    let cfg = sim_config("overflow");
+    let publisher = Publisher::start(&cfg);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let (tap_tx, tap_rx) = crossbeam_channel::bounded(2);
+    let stop = Arc::new(AtomicBool::new(false));
+    let acq_cfg = AcquireConfig {
+        ring_seconds: 0.1, // 20 samples
+        ..acquire_config(&cfg)
+    };
+    let acq = spawn_acquisition(acq_cfg, tx, Some(tap_tx), stop.clone());
+    let mut skipped = Vec::new();
+    let Some(AcquireEvent::Connected { mut reader, .. }) =
+        wait_for(&rx, Duration::from_secs(5), &mut skipped, |e| {
+            matches!(e, AcquireEvent::Connected { .. })
+        })
+    else {
+        panic!("no Connected: {skipped:?}");
+    };
+    // Nobody reads for 0.6 s (~120 samples).
+    std::thread::sleep(Duration::from_millis(600));
+    stop.store(true, Ordering::Relaxed);
+    acq.join().unwrap();
+    publisher.stop();
+
+    let events: Vec<AcquireEvent> = rx.try_iter().collect();
+    let sum = |f: &dyn Fn(&AcquireEvent) -> usize| events.iter().map(f).sum::<usize>();
+    let received = sum(&|e| match e {
+        AcquireEvent::Samples { count } => *count,
+        _ => 0,
+    });
+    let dropped = |reason| {
+        sum(&|e| match e {
+            AcquireEvent::Dropped { reason: r, count } if *r == reason => *count,
+            _ => 0,
+        })
+    };
+    let ring_dropped = dropped(affectd::acquire::SampleDrop::RingOverflow);
+    let tap_dropped = dropped(affectd::acquire::SampleDrop::RawTapFull);
+    assert!(received > 60, "received {received}");
+    assert_eq!(ring_dropped, received - 20, "the ring holds 20 samples");
+
+    // The ring kept the first 20 samples; the tap holds the first two chunks, the rest counted.
+    let mut data = vec![0f32; 62 * 40];
+    let mut ts = vec![0f64; 40];
+    assert_eq!(reader.read(&mut data, &mut ts), 20);
+    assert!(!reader.is_live(), "acquisition stopped: the writer is gone");
+    let tapped: Vec<_> = tap_rx.try_iter().collect();
+    assert_eq!(tapped.len(), 2);
+    let tap_samples: usize = tapped.iter().map(|c| c.timestamps.len()).sum();
+    assert_eq!(tap_dropped, received - tap_samples);
+    let tap_ts: Vec<f64> = tapped.iter().flat_map(|c| c.timestamps.clone()).collect();
+    let tap_data: Vec<f32> = tapped.iter().flat_map(|c| c.data.clone()).collect();
+    let k = tap_ts.len().min(20);
+    assert_eq!(&tap_ts[..k], &ts[..k]);
+    assert_eq!(&tap_data[..k * 62], &data[..k * 62]);
+    assert!(tapped.iter().all(|c| c.channels == 62));
+}
+
+#[test]
+fn a_stream_without_source_id_is_resolved_again_after_loss() {
+    let cfg = SimConfig {
+        source_id: String::new(),
+        ..sim_config("nosrc")
+    };
+    let publisher = Publisher::start(&cfg);
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let stop = Arc::new(AtomicBool::new(false));
+    let acq_cfg = AcquireConfig {
+        predicate: StreamPredicate {
+            source_id: None,
+            ..acquire_config(&cfg).predicate
+        },
+        ..acquire_config(&cfg)
+    };
+    let acq = spawn_acquisition(acq_cfg, tx, None, stop.clone());
+    let mut skipped = Vec::new();
+    let connected = |e: &AcquireEvent| matches!(e, AcquireEvent::Connected { .. });
+    let Some(AcquireEvent::Connected { reader: first, .. }) =
+        wait_for(&rx, Duration::from_secs(5), &mut skipped, connected)
+    else {
+        panic!("no Connected: {skipped:?}");
+    };
+    assert!(first.wait(Duration::from_secs(2)));
+    publisher.stop();
+    std::thread::sleep(Duration::from_millis(300));
+    let publisher = Publisher::start(&cfg);
+    let second = wait_for(&rx, Duration::from_secs(10), &mut skipped, connected);
+    let Some(AcquireEvent::Connected { reader: second, .. }) = second else {
+        panic!("no second Connected: {skipped:?}");
+    };
+    assert!(second.wait(Duration::from_secs(2)));
+    assert!(!first.is_live(), "the first connection's ring is retired");
+    stop.store(true, Ordering::Relaxed);
+    acq.join().unwrap();
+    publisher.stop();
+}

@@ -205,6 +205,14 @@ impl Acquisition {
         self.stop.load(Ordering::Relaxed)
     }
 
+    /// Sleeps up to `d`, waking early when stop is requested.
+    fn nap(&self, d: Duration) {
+        let until = Instant::now() + d;
+        while !self.stopped() && Instant::now() < until {
+            std::thread::sleep(RESOLVE_POLL.min(until.saturating_duration_since(Instant::now())));
+        }
+    }
+
     /// False when the receiver is gone (then there is no point in going on).
     fn emit(&self, ev: AcquireEvent) -> bool {
         self.events.send(ev).is_ok()
@@ -229,6 +237,7 @@ impl Acquisition {
                 Ok(i) => i,
                 Err(e) => {
                     tracing::warn!(error = %e, "could not open inlet; resolving again");
+                    self.nap(self.cfg.resolve_timeout);
                     continue;
                 }
             };
@@ -272,7 +281,7 @@ impl Acquisition {
                     return Ok(None);
                 }
             }
-            std::thread::sleep(RESOLVE_POLL);
+            self.nap(RESOLVE_POLL);
         }
         Ok(None)
     }

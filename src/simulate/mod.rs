@@ -1,6 +1,6 @@
 //! A simulated EEG headset: realistic multichannel EEG with class-dependent effects, published
 //! over LSL together with a marker stream naming the simulated state. The signal model and the
-//! physiology behind each term are described in [`signal`].
+//! physiology behind each term are described in `signal.rs`.
 mod montage;
 mod signal;
 

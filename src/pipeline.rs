@@ -400,7 +400,7 @@ pub fn run(
 }
 
 /// The feature settings for a stream at `sample_rate_hz` (0 = not known yet).
-fn feature_config(config: &Config, sample_rate_hz: f64) -> FeatureConfig {
+pub fn feature_config(config: &Config, sample_rate_hz: f64) -> FeatureConfig {
     FeatureConfig {
         sample_rate_hz,
         window_s: config.features.window_s,

@@ -1026,3 +1026,67 @@ fn libraries_run_under_mdwe_and_within_the_syscall_filter() {
         "syscalls the unit's filter refuses: {outside:?}"
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Logging under journald: the child logs with stderr being the file whose dev:inode is
+// $JOURNAL_STREAM, as systemd sets it up.
+
+#[test]
+fn journald_child() {
+    if std::env::var_os("AFFECTD_JOURNALD_CHILD").is_none() {
+        return; // only runs as the child of the test below
+    }
+    let _log = affectd::service::init_logging("info");
+    tracing::warn!("stream lost");
+    tracing::info!("model loaded");
+    tracing::debug!("not shown at info");
+}
+
+#[test]
+fn logs_under_journald_have_priorities_and_no_timestamps_or_colours() {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("stderr");
+    let file = std::fs::File::create(&path).unwrap();
+    let meta = file.metadata().unwrap();
+    let run = |journal: Option<String>| {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        let mut c = Command::new(std::env::current_exe().unwrap());
+        c.args([
+            "--exact",
+            "journald_child",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("AFFECTD_JOURNALD_CHILD", "1")
+        .env_remove("JOURNAL_STREAM")
+        .stderr(f);
+        if let Some(j) = journal {
+            c.env("JOURNAL_STREAM", j);
+        }
+        assert!(c.status().unwrap().success());
+        std::fs::read_to_string(&path).unwrap()
+    };
+    let journal = run(Some(format!("{}:{}", meta.dev(), meta.ino())));
+    // Exactly: priority prefix, level, target, message; no timestamp, no ANSI colours.
+    assert_eq!(
+        journal,
+        "<4> WARN service: stream lost\n<6> INFO service: model loaded\n"
+    );
+
+    // A JOURNAL_STREAM that is not our stderr (inherited by a child): normal lines, timestamped.
+    let plain = run(Some("1:1".into()));
+    let line = plain
+        .lines()
+        .find(|l| l.contains("stream lost"))
+        .expect(&plain);
+    assert!(!line.starts_with('<'), "{plain}");
+    assert!(
+        line.contains('T') && line.contains('Z'),
+        "timestamped: {line}"
+    );
+}

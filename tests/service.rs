@@ -1025,6 +1025,52 @@ fn libraries_run_under_mdwe_and_within_the_syscall_filter() {
         outside.is_empty(),
         "syscalls the unit's filter refuses: {outside:?}"
     );
+
+    // The address families liblsl opens (default liblsl config, so IPv6 too) are the unit's.
+    let sockets = dir.path().join("sockets.txt");
+    let mut c = Command::new("strace");
+    c.args(["-f", "-qq", "-e", "trace=socket", "-o"])
+        .arg(&sockets)
+        .arg(&me);
+    for kv in unit.lines().filter_map(|l| l.strip_prefix("Environment=")) {
+        let (k, v) = kv.split_once('=').unwrap();
+        c.env(k, v);
+    }
+    let st = c
+        .args(["--exact", "hardening_child", "--test-threads=1"])
+        .env("AFFECTD_HARDENING_CHILD", &model)
+        .env("HOME", &home)
+        .env_remove("LSLAPICFG")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let families: BTreeSet<String> = std::fs::read_to_string(&sockets)
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.split("socket(")
+                .nth(1)?
+                .split(',')
+                .next()
+                .map(str::to_owned)
+        })
+        .collect();
+    let allowed_families: BTreeSet<String> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("RestrictAddressFamilies="))
+        .flat_map(str::split_whitespace)
+        .map(str::to_owned)
+        .collect();
+    println!("address families used: {families:?}");
+    assert!(
+        families.contains("AF_INET") && families.contains("AF_NETLINK"),
+        "{families:?}"
+    );
+    assert!(
+        families.is_subset(&allowed_families),
+        "{families:?} not within {allowed_families:?}"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

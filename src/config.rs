@@ -370,6 +370,16 @@ impl Config {
 
     /// Parses and validates TOML text; relative paths are resolved against `base_dir`.
     pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Config, ConfigError> {
+        // Paths are kept as TOML strings (reload_plan compares configs as TOML).
+        if base_dir.to_str().is_none() {
+            return Err(ConfigError::Read {
+                path: base_dir.to_owned(),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::InvalidInput,
+                    "the config file's directory is not valid UTF-8",
+                ),
+            });
+        }
         let table: toml::Table =
             text.parse()
                 .map_err(|e: toml::de::Error| ConfigError::Syntax {
@@ -677,7 +687,8 @@ fn flatten(c: &Config) -> BTreeMap<String, toml::Value> {
         }
     }
     let mut out = BTreeMap::new();
-    // Serializing plain data structs with string keys cannot fail.
+    // Cannot fail: string keys, finite-or-not floats, and UTF-8 paths (from_toml_str refuses a
+    // non-UTF-8 base directory; TOML strings are UTF-8).
     let v = toml::Value::try_from(c).expect("config serializes to TOML");
     walk("", &v, &mut out);
     out

@@ -799,3 +799,65 @@ fn writer_refuses_bad_input_and_reports_disk_full() {
     }
     assert!(err.to_string().contains("/dev/full"), "{err}");
 }
+
+#[test]
+fn session_streams_pick_the_eeg_and_the_marker_streams() {
+    use affectd::record::labels::{
+        labelled_intervals, marker_events, session_streams, LabelMapping, SessionError,
+    };
+    let f = read_xdf(public("clock_resets.xdf")).unwrap();
+    let s = session_streams(&f).unwrap();
+    assert_eq!(s.eeg.header.name(), "BioSemi");
+    let names: Vec<&str> = s.markers.iter().map(|m| m.header.name()).collect();
+    assert_eq!(names, ["MyMarkerStream"]);
+    let events = marker_events(&s.markers);
+    assert_eq!(events.len(), 175);
+    assert!(events.windows(2).all(|w| w[0].0 <= w[1].0));
+    // Its markers follow no stimulus convention: nothing to label, no error.
+    assert!(labelled_intervals(&events, &LabelMapping::default())
+        .unwrap()
+        .is_empty());
+    let none = read_xdf(public("empty_streams.xdf")).unwrap();
+    assert_eq!(session_streams(&none).unwrap_err(), SessionError::NoEeg);
+
+    // A written calibration session: EEG plus markers in the documented convention.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("calib.xdf");
+    let mut w = XdfWriter::create(&path).unwrap();
+    w.add_stream(
+        1,
+        &StreamHeader::new("E", "EEG", 1, 10.0, ChannelFormat::Float32, "e"),
+    )
+    .unwrap();
+    w.add_stream(
+        2,
+        &StreamHeader::new("M", "Markers", 1, 0.0, ChannelFormat::String, "m"),
+    )
+    .unwrap();
+    let ts: Vec<f64> = (0..100).map(|k| k as f64 / 10.0).collect();
+    w.write_samples(1, &ts, SampleValues::F32(&vec![0.0; 100]))
+        .unwrap();
+    for (t, m) in [
+        (1.0, "stimulus_start:sad"),
+        (4.0, "stimulus_end:sad"),
+        (5.0, "stimulus_start:happy"),
+        (9.0, "stimulus_end:happy"),
+    ] {
+        w.write_samples(2, &[t], SampleValues::Str(&[m.to_string()]))
+            .unwrap();
+    }
+    w.finish().unwrap();
+    let f = read_xdf(&path).unwrap();
+    let s = session_streams(&f).unwrap();
+    let mapping = LabelMapping::default()
+        .with_alias("sad", 0)
+        .unwrap()
+        .with_alias("happy", 2)
+        .unwrap();
+    let iv = labelled_intervals(&marker_events(&s.markers), &mapping).unwrap();
+    let got: Vec<(f64, f64, u8, i64)> = iv
+        .iter()
+        .map(|i| (i.start, i.end, i.class, i.group))
+        .collect();
+    assert_eq!(got, vec![(1.0, 4.0, 0, 0), (5.0, 9.0, 2, 1)]);
+}

@@ -861,3 +861,47 @@ fn session_streams_pick_the_eeg_and_the_marker_streams() {
         .collect();
     assert_eq!(got, vec![(1.0, 4.0, 0, 0), (5.0, 9.0, 2, 1)]);
 }
+
+#[test]
+fn damaged_files_never_panic_the_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let wr = write_session(dir.path());
+    let good = std::fs::read(&wr.path).unwrap();
+    let bad = dir.path().join("bad.xdf");
+    // Deterministic pseudo-random damage: flipped bytes, and cuts at arbitrary places.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut failed, mut lenient_ok) = (0, 0);
+    for round in 0..300 {
+        let mut bytes = good.clone();
+        if round % 2 == 0 {
+            for _ in 0..1 + next() % 4 {
+                let i = 4 + (next() as usize) % (bytes.len() - 4);
+                bytes[i] ^= 1 << (next() % 8);
+            }
+        } else {
+            bytes.truncate(4 + (next() as usize) % (bytes.len() - 4));
+        }
+        std::fs::write(&bad, &bytes).unwrap();
+        if read_xdf(&bad).is_err() {
+            failed += 1;
+        }
+        let lenient = ReadOptions {
+            lenient: true,
+            ..ReadOptions::default()
+        };
+        if let Ok(f) = read_xdf_with(&bad, &lenient) {
+            lenient_ok += 1;
+            assert!(f.complete_bytes <= bytes.len() as u64);
+        }
+    }
+    // Most damage is detected, and the lenient reader always returns something (the header
+    // chunks come first and are rarely hit).
+    assert!(failed > 150, "{failed}");
+    assert!(lenient_ok > 250, "{lenient_ok}");
+}

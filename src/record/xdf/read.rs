@@ -349,10 +349,10 @@ fn read_chunk(
         TAG_STREAM_HEADER => {
             let id = c.u32("stream id")?;
             let text = xml_text(6);
-            let header = StreamHeader::from_xml(&text).map_err(|message| XdfError::BadXml {
+            let header = StreamHeader::from_xml(&text).map_err(|e| XdfError::BadXml {
                 offset: start,
                 what: "stream header",
-                message: format!("stream {id}: {message}"),
+                message: format!("stream {id}: {}", e.0),
             })?;
             let p = Partial {
                 id,

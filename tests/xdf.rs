@@ -11,18 +11,22 @@ use affectd::record::xdf::{
 use serde_json::Value;
 
 fn public(name: &str) -> PathBuf {
-    // The public example files live beside the project (../shared/data/xdf) or where
-    // AFFECTD_XDF_EXAMPLES points.
-    let dir = std::env::var("AFFECTD_XDF_EXAMPLES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/xdf"));
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "missing example file {} (set AFFECTD_XDF_EXAMPLES)",
-        p.display()
-    );
-    p
+    // The public example files live in ../shared/data/xdf beside the checkout (a worktree sits
+    // one level deeper), or where AFFECTD_XDF_EXAMPLES points.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dirs: Vec<PathBuf> = match std::env::var("AFFECTD_XDF_EXAMPLES") {
+        Ok(d) => vec![d.into()],
+        Err(_) => vec![
+            root.join("../shared/data/xdf"),
+            root.join("../../shared/data/xdf"),
+        ],
+    };
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("missing example file {name} in {dirs:?} (set AFFECTD_XDF_EXAMPLES)")
+        })
 }
 
 fn python() -> PathBuf {

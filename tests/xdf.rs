@@ -11,18 +11,22 @@ use affectd::record::xdf::{
 use serde_json::Value;
 
 fn public(name: &str) -> PathBuf {
-    // The public example files live beside the project (../shared/data/xdf) or where
-    // AFFECTD_XDF_EXAMPLES points.
-    let dir = std::env::var("AFFECTD_XDF_EXAMPLES")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/xdf"));
-    let p = dir.join(name);
-    assert!(
-        p.exists(),
-        "missing example file {} (set AFFECTD_XDF_EXAMPLES)",
-        p.display()
-    );
-    p
+    // The public example files live in ../shared/data/xdf beside the checkout (a worktree sits
+    // one level deeper), or where AFFECTD_XDF_EXAMPLES points.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dirs: Vec<PathBuf> = match std::env::var("AFFECTD_XDF_EXAMPLES") {
+        Ok(d) => vec![d.into()],
+        Err(_) => vec![
+            root.join("../shared/data/xdf"),
+            root.join("../../shared/data/xdf"),
+        ],
+    };
+    dirs.iter()
+        .map(|d| d.join(name))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| {
+            panic!("missing example file {name} in {dirs:?} (set AFFECTD_XDF_EXAMPLES)")
+        })
 }
 
 fn python() -> PathBuf {
@@ -798,4 +802,110 @@ fn writer_refuses_bad_input_and_reports_disk_full() {
         other => panic!("{other}"),
     }
     assert!(err.to_string().contains("/dev/full"), "{err}");
+}
+
+#[test]
+fn session_streams_pick_the_eeg_and_the_marker_streams() {
+    use affectd::record::labels::{
+        labelled_intervals, marker_events, session_streams, LabelMapping, SessionError,
+    };
+    let f = read_xdf(public("clock_resets.xdf")).unwrap();
+    let s = session_streams(&f).unwrap();
+    assert_eq!(s.eeg.header.name(), "BioSemi");
+    let names: Vec<&str> = s.markers.iter().map(|m| m.header.name()).collect();
+    assert_eq!(names, ["MyMarkerStream"]);
+    let events = marker_events(&s.markers);
+    assert_eq!(events.len(), 175);
+    assert!(events.windows(2).all(|w| w[0].0 <= w[1].0));
+    // Its markers follow no stimulus convention: nothing to label, no error.
+    assert!(labelled_intervals(&events, &LabelMapping::default())
+        .unwrap()
+        .is_empty());
+    let none = read_xdf(public("empty_streams.xdf")).unwrap();
+    assert_eq!(session_streams(&none).unwrap_err(), SessionError::NoEeg);
+
+    // A written calibration session: EEG plus markers in the documented convention.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("calib.xdf");
+    let mut w = XdfWriter::create(&path).unwrap();
+    w.add_stream(
+        1,
+        &StreamHeader::new("E", "EEG", 1, 10.0, ChannelFormat::Float32, "e"),
+    )
+    .unwrap();
+    w.add_stream(
+        2,
+        &StreamHeader::new("M", "Markers", 1, 0.0, ChannelFormat::String, "m"),
+    )
+    .unwrap();
+    let ts: Vec<f64> = (0..100).map(|k| k as f64 / 10.0).collect();
+    w.write_samples(1, &ts, SampleValues::F32(&vec![0.0; 100]))
+        .unwrap();
+    for (t, m) in [
+        (1.0, "stimulus_start:sad"),
+        (4.0, "stimulus_end:sad"),
+        (5.0, "stimulus_start:happy"),
+        (9.0, "stimulus_end:happy"),
+    ] {
+        w.write_samples(2, &[t], SampleValues::Str(&[m.to_string()]))
+            .unwrap();
+    }
+    w.finish().unwrap();
+    let f = read_xdf(&path).unwrap();
+    let s = session_streams(&f).unwrap();
+    let mapping = LabelMapping::default()
+        .with_alias("sad", 0)
+        .unwrap()
+        .with_alias("happy", 2)
+        .unwrap();
+    let iv = labelled_intervals(&marker_events(&s.markers), &mapping).unwrap();
+    let got: Vec<(f64, f64, u8, i64)> = iv
+        .iter()
+        .map(|i| (i.start, i.end, i.class, i.group))
+        .collect();
+    assert_eq!(got, vec![(1.0, 4.0, 0, 0), (5.0, 9.0, 2, 1)]);
+}
+
+#[test]
+fn damaged_files_never_panic_the_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    let wr = write_session(dir.path());
+    let good = std::fs::read(&wr.path).unwrap();
+    let bad = dir.path().join("bad.xdf");
+    // Deterministic pseudo-random damage: flipped bytes, and cuts at arbitrary places.
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let (mut failed, mut lenient_ok) = (0, 0);
+    for round in 0..300 {
+        let mut bytes = good.clone();
+        if round % 2 == 0 {
+            for _ in 0..1 + next() % 4 {
+                let i = 4 + (next() as usize) % (bytes.len() - 4);
+                bytes[i] ^= 1 << (next() % 8);
+            }
+        } else {
+            bytes.truncate(4 + (next() as usize) % (bytes.len() - 4));
+        }
+        std::fs::write(&bad, &bytes).unwrap();
+        if read_xdf(&bad).is_err() {
+            failed += 1;
+        }
+        let lenient = ReadOptions {
+            lenient: true,
+            ..ReadOptions::default()
+        };
+        if let Ok(f) = read_xdf_with(&bad, &lenient) {
+            lenient_ok += 1;
+            assert!(f.complete_bytes <= bytes.len() as u64);
+        }
+    }
+    // Most damage is detected, and the lenient reader always returns something (the header
+    // chunks come first and are rarely hit).
+    assert!(failed > 150, "{failed}");
+    assert!(lenient_ok > 250, "{lenient_ok}");
 }

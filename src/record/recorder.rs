@@ -110,6 +110,8 @@ struct Recorder {
     streams: Vec<(u32, StreamHeader)>,
     last_offset: HashMap<u32, (f64, f64)>,
     bytes_closed: u64,
+    /// File size after the last Boundary chunk.
+    boundary_at: u64,
     summary: RecorderSummary,
     dropped_reported: u64,
 }
@@ -125,6 +127,7 @@ impl Recorder {
             streams: Vec::new(),
             last_offset: HashMap::new(),
             bytes_closed: 0,
+            boundary_at: 0,
             summary: RecorderSummary::default(),
             dropped_reported: 0,
         }
@@ -209,9 +212,17 @@ impl Recorder {
         }
     }
 
-    /// Periodic work: flush + fdatasync, age-based rotation, counters.
+    /// Periodic work: boundary chunk, flush + fdatasync, age-based rotation, counters.
     fn tick(&mut self) {
         if let Some(w) = self.writer.as_mut() {
+            // A Boundary chunk after new data gives readers of a damaged file (pyxdf scans for
+            // them) a place to resynchronise.
+            if w.bytes_written() > self.boundary_at {
+                if let Err(e) = w.write_boundary() {
+                    return self.stop(e);
+                }
+                self.boundary_at = w.bytes_written();
+            }
             match w.flush() {
                 Ok(()) => {
                     let total = self.bytes_closed + w.bytes_written();
@@ -273,6 +284,7 @@ impl Recorder {
                 self.summary.files.push(w.path().to_path_buf());
                 self.writer = Some(w);
                 self.opened_at = Instant::now();
+                self.boundary_at = 0;
                 true
             }
             Err(e) => {

@@ -16,7 +16,10 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use lsl::ExPushable;
 
-use super::xdf::{read_xdf, ChannelFormat, StreamHeader, TimeSeries, XdfStream, XmlElement};
+use super::xdf::{
+    read_xdf_with, ChannelFormat, ReadOptions, StreamHeader, TimeSeries, XdfFile, XdfStream,
+    XmlElement,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum ReplaySpeed {
@@ -60,7 +63,7 @@ pub fn replay(
     anyhow::ensure!(!files.is_empty(), "no files to replay");
     let recordings = files
         .iter()
-        .map(|p| read_xdf(p).with_context(|| format!("reading {}", p.display())))
+        .map(|p| read_recording(p))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let mut outlets: HashMap<String, lsl::StreamOutlet> = HashMap::new();
     let mut stats = ReplayStats {
@@ -130,6 +133,23 @@ pub fn replay(
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(stats)
+}
+
+/// Reads a recording leniently: a session cut short by a crash replays up to its last complete
+/// chunk (with a warning), as pyxdf would load it.
+fn read_recording(path: &std::path::Path) -> anyhow::Result<XdfFile> {
+    let opts = ReadOptions {
+        lenient: true,
+        ..Default::default()
+    };
+    let file = read_xdf_with(path, &opts).with_context(|| format!("reading {}", path.display()))?;
+    if let Some(e) = &file.error {
+        tracing::warn!(
+            "{}: replaying the part before the damage ({e})",
+            path.display()
+        );
+    }
+    Ok(file)
 }
 
 /// Streams with the same identity in several files (a rotated session) share one outlet.

@@ -150,13 +150,17 @@ impl StreamHeader {
     }
 
     /// Parses an `<info>` document (a StreamHeader's content, or liblsl's `StreamInfo::to_xml`).
-    pub fn from_xml(doc: &str) -> Result<Self, String> {
-        let info = XmlElement::parse(doc)?;
+    pub fn from_xml(doc: &str) -> Result<Self, HeaderError> {
+        let info = XmlElement::parse(doc).map_err(HeaderError)?;
         Self::from_info(info)
     }
 
     /// Builds a header from an already parsed `<info>` element.
-    pub fn from_info(info: XmlElement) -> Result<Self, String> {
+    pub fn from_info(info: XmlElement) -> Result<Self, HeaderError> {
+        Self::from_info_inner(info).map_err(HeaderError)
+    }
+
+    fn from_info_inner(info: XmlElement) -> Result<Self, String> {
         if info.name != "info" {
             return Err(format!("root element is <{}>, expected <info>", info.name));
         }
@@ -241,6 +245,11 @@ impl StreamHeader {
 pub(crate) fn format_f64(v: f64) -> String {
     format!("{v:?}")
 }
+
+/// A stream header (`<info>` XML) that cannot be used: the message says which field and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("unusable stream header: {0}")]
+pub struct HeaderError(pub String);
 
 /// Everything that can be wrong with an XDF file, with the byte offset where it was found.
 #[derive(Debug, thiserror::Error)]

@@ -349,10 +349,10 @@ fn read_chunk(
         TAG_STREAM_HEADER => {
             let id = c.u32("stream id")?;
             let text = xml_text(6);
-            let header = StreamHeader::from_xml(&text).map_err(|message| XdfError::BadXml {
+            let header = StreamHeader::from_xml(&text).map_err(|e| XdfError::BadXml {
                 offset: start,
                 what: "stream header",
-                message: format!("stream {id}: {message}"),
+                message: format!("stream {id}: {}", e.0),
             })?;
             let p = Partial {
                 id,
@@ -598,4 +598,47 @@ fn truncate_corrupted_offsets(s: &mut XdfStream) {
     s.timestamps.truncate(count);
     s.time_series
         .truncate(count * s.header.channel_count() as usize);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(samples: usize, footer_count: u64, clock_times: Vec<f64>) -> XdfStream {
+        let header = StreamHeader::new("s", "EEG", 1, 1.0, ChannelFormat::Float32, "");
+        XdfStream {
+            id: 1,
+            header,
+            header_xml: String::new(),
+            time_series: TimeSeries::F32((0..samples).map(|k| k as f32).collect()),
+            timestamps: (0..samples).map(|k| k as f64).collect(),
+            clock_values: vec![0.0; clock_times.len()],
+            clock_times,
+            clock_segments: Vec::new(),
+            effective_srate: 0.0,
+            footer: Some(StreamFooter {
+                first_timestamp: None,
+                last_timestamp: None,
+                sample_count: Some(footer_count),
+                measured_srate: None,
+                info: XmlElement::new("info"),
+            }),
+        }
+    }
+
+    #[test]
+    fn extra_samples_with_an_outlying_last_offset_are_dropped_like_pyxdf() {
+        // Both conditions: one sample more than the footer and a last offset 12 intervals late (> 10x the median).
+        let mut s = stream(11, 10, vec![0.0, 5.0, 10.0, 15.0, 75.0]);
+        truncate_corrupted_offsets(&mut s);
+        assert_eq!((s.sample_count(), s.time_series.len()), (10, 10));
+        assert_eq!(s.clock_times, vec![0.0, 5.0, 10.0, 15.0]);
+        // Only one condition: nothing is touched.
+        let mut s = stream(11, 10, vec![0.0, 5.0, 10.0, 15.0, 20.0]);
+        truncate_corrupted_offsets(&mut s);
+        assert_eq!((s.sample_count(), s.clock_times.len()), (11, 5));
+        let mut s = stream(10, 10, vec![0.0, 5.0, 10.0, 15.0, 75.0]);
+        truncate_corrupted_offsets(&mut s);
+        assert_eq!((s.sample_count(), s.clock_times.len()), (10, 5));
+    }
 }

@@ -94,6 +94,11 @@ struct ReplayArgs {
 }
 
 pub fn main() -> ExitCode {
+    // The PyPI onnxruntime build writes telemetry files (and may upload them) unless this is set
+    // before the library loads; set here while the process is still single-threaded.
+    if std::env::var_os("ORT_DISABLE_TELEMETRY").is_none() {
+        std::env::set_var("ORT_DISABLE_TELEMETRY", "1");
+    }
     let cli = Cli::parse();
     let level = match &cli.command {
         Command::Run(args) => Config::load(&args.config)

@@ -46,6 +46,8 @@ use crate::simulate::SimConfig;
 const EEG_STREAM_ID: u32 = 1;
 const OUTPUT_STREAM_ID: u32 = 2;
 const FIRST_MARKER_STREAM_ID: u32 = 10;
+/// Loops waiting for input still beat this often, so an absent stream is not a stall.
+const IDLE_BEAT: Duration = Duration::from_millis(500);
 /// A timestamp step longer than this many sample periods is a gap (lost samples).
 const GAP_PERIODS: f64 = 2.0;
 
@@ -208,7 +210,7 @@ pub fn run(
 
     let (acq_tx, acq_rx) = unbounded::<AcquireEvent>();
     let (raw_tx, raw_rx) = bounded::<RawChunk>(256);
-    let (header_tx, header_rx) = unbounded::<StreamHeader>();
+    let (header_tx, header_rx) = unbounded::<EegRecordMsg>();
     let acquisition = spawn_acquisition(
         AcquireConfig {
             predicate,
@@ -257,6 +259,7 @@ pub fn run(
     threads.push(("inference", {
         let ctx = InferCtx {
             template: feature_template.clone(),
+            health: health.clone(),
             metrics: metrics.clone(),
             live: live.clone(),
             current_model_id: current_model_id.clone(),
@@ -504,7 +507,7 @@ fn window_drop_reason(reason: crate::features::DropReason) -> &'static str {
 
 /// The EEG stream's own LSL header, recorded as it came, except that samples are stored as
 /// float32 (what the inlet delivers to the pipeline).
-fn recorded_eeg_header(lsl_xml: &str) -> Result<StreamHeader, String> {
+fn recorded_eeg_header(lsl_xml: &str) -> Result<StreamHeader, crate::record::xdf::HeaderError> {
     let header = StreamHeader::from_xml(lsl_xml)?;
     if header.channel_format() == ChannelFormat::Float32 {
         return Ok(header);
@@ -533,7 +536,14 @@ struct FeatureCtx {
     template: FeatureConfig,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    record_headers: Option<Sender<StreamHeader>>,
+    record_headers: Option<Sender<EegRecordMsg>>,
+}
+
+/// What the feature thread tells the recorder bridge about the EEG stream.
+enum EegRecordMsg {
+    Header(StreamHeader),
+    /// LSL time correction: local = remote + offset, measured at remote `collection_time`.
+    ClockOffset { collection_time: f64, offset: f64 },
 }
 
 /// The connected stream as the feature thread sees it.
@@ -547,13 +557,14 @@ struct Connection {
 /// Feature thread: ring buffer -> filters + DE + grid -> inference channel.
 fn feature_loop(events: Receiver<AcquireEvent>, out: Sender<FeatureMsg>, ctx: FeatureCtx) {
     let metrics = &ctx.metrics;
+    let heartbeat = ctx.health.heartbeat_slot("features");
     let mut connection: Option<Connection> = None;
     let mut clock_offset = 0.0;
     let mut acquisition_done = false;
     let mut data = Vec::new();
     let mut timestamps = vec![0.0f64; 512];
     loop {
-        ctx.health.heartbeat();
+        heartbeat.beat();
         // Acquisition events: block briefly only when there is no stream to read.
         let event = if connection.is_some() || acquisition_done {
             events.try_recv().map_err(|e| e.is_disconnected())
@@ -587,7 +598,18 @@ fn feature_loop(events: Receiver<AcquireEvent>, out: Sender<FeatureMsg>, ctx: Fe
             Ok(AcquireEvent::Gap {
                 missing_samples, ..
             }) => metrics.emit(Event::StreamGap { missing_samples }),
-            Ok(AcquireEvent::ClockOffset { offset, .. }) => clock_offset = offset,
+            Ok(AcquireEvent::ClockOffset {
+                collection_time,
+                offset,
+            }) => {
+                clock_offset = offset;
+                if let Some(tx) = &ctx.record_headers {
+                    let _ = tx.send(EegRecordMsg::ClockOffset {
+                        collection_time,
+                        offset,
+                    });
+                }
+            }
             Ok(AcquireEvent::Stalled { since }) => {
                 tracing::warn!(
                     "no data from the stream for {:.1} s; waiting for it to come back",
@@ -702,7 +724,7 @@ fn connect(
     if let Some(tx) = &ctx.record_headers {
         match recorded_eeg_header(&description.header_xml) {
             Ok(header) => {
-                let _ = tx.send(header);
+                let _ = tx.send(EegRecordMsg::Header(header));
             }
             Err(e) => tracing::error!("cannot record stream '{}': its header does not parse: {e}", description.name),
         }
@@ -723,6 +745,7 @@ fn connect(
 
 struct InferCtx {
     template: FeatureConfig,
+    health: Arc<Health>,
     metrics: Arc<Metrics>,
     live: LiveSettings,
     current_model_id: Arc<std::sync::Mutex<String>>,
@@ -745,7 +768,9 @@ fn inference_loop(
     // Why windows are refused while the model cannot serve the stream (None = serving).
     let mut refusal: Option<String> = None;
     let mut model_id: Arc<str> = model.id().into();
+    let heartbeat = ctx.health.heartbeat_slot("inference");
     loop {
+        heartbeat.beat();
         select! {
             recv(swaps) -> new => {
                 let Ok(new) = new else { continue };
@@ -808,6 +833,7 @@ fn inference_loop(
                     }
                 }
             },
+            default(IDLE_BEAT) => {}
         }
     }
 }
@@ -846,7 +872,9 @@ fn output_loop(
     let mapping = LabelMapping::default();
     let mut current_label: Option<u8> = None;
     let mut summary = RunSummary::default();
+    let heartbeat = ctx.health.heartbeat_slot("outputs");
     loop {
+        heartbeat.beat();
         select! {
             recv(live) -> settings => {
                 if let Ok(s) = settings { jsonl = open_jsonl(s.jsonl_path.as_deref()); }
@@ -899,6 +927,7 @@ fn output_loop(
                     summary.label_agreement.0 += (label as usize == e.class_index) as u64;
                 }
             },
+            default(IDLE_BEAT) => {}
         }
     }
     let (hits, total) = summary.label_agreement;
@@ -930,7 +959,7 @@ fn open_jsonl(path: Option<&Path>) -> Option<JsonlSink> {
 /// header of their stream wait for it).
 fn record_bridge(
     raw: Receiver<RawChunk>,
-    headers: Receiver<StreamHeader>,
+    headers: Receiver<EegRecordMsg>,
     record: Sender<RecordItem>,
     metrics: &Metrics,
 ) {
@@ -949,12 +978,16 @@ fn record_bridge(
     };
     loop {
         select! {
-            recv(headers) -> header => match header {
-                Ok(header) => {
+            recv(headers) -> msg => match msg {
+                Ok(EegRecordMsg::Header(header)) => {
                     let _ = record.send(RecordItem::AddStream { id: EEG_STREAM_ID, header });
                     announced = true;
                     waiting.drain(..).for_each(send);
                 }
+                Ok(EegRecordMsg::ClockOffset { collection_time, offset }) if announced => {
+                    let _ = record.send(RecordItem::ClockOffset { id: EEG_STREAM_ID, collection_time, offset });
+                }
+                Ok(EegRecordMsg::ClockOffset { .. }) => {}
                 Err(_) => headers_open = false,
             },
             recv(raw) -> chunk => match chunk {
@@ -1006,6 +1039,7 @@ fn spawn_recorder_events(
     std::thread::Builder::new()
         .name("recorder-events".into())
         .spawn(move || {
+            let (mut bytes, mut dropped) = (0u64, 0u64);
             for event in events {
                 match event {
                     RecorderEvent::FileOpened(path) => {
@@ -1014,13 +1048,20 @@ fn spawn_recorder_events(
                     RecorderEvent::FileClosed { path, bytes } => {
                         tracing::info!("recording closed: {} ({bytes} bytes)", path.display())
                     }
-                    RecorderEvent::BytesWritten(n) => metrics.emit(Event::RecorderBytes(n)),
+                    // The recorder reports running totals; the metrics take increments.
+                    RecorderEvent::BytesWritten(total) => {
+                        metrics.emit(Event::RecorderBytes(total.saturating_sub(bytes)));
+                        bytes = total;
+                    }
                     RecorderEvent::Stopped { reason } => {
                         tracing::error!("recording stopped: {reason}; inference goes on");
                         metrics.emit(Event::RecorderStopped { reason: &reason });
                     }
-                    RecorderEvent::Dropped { items } => {
-                        metrics.emit(Event::RecordDropped { n: items })
+                    RecorderEvent::Dropped { items: total } => {
+                        metrics.emit(Event::RecordDropped {
+                            n: total.saturating_sub(dropped),
+                        });
+                        dropped = total;
                     }
                 }
             }

@@ -71,6 +71,7 @@ pub struct EpochStats {
 /// A trained network with its history.
 #[derive(Debug, Clone)]
 pub struct Fitted {
+    /// The kept weights, on the plain (inference) device.
     pub model: Cnn,
     pub history: Vec<EpochStats>,
     /// Epoch (1-based) whose weights were kept.
@@ -121,7 +122,8 @@ pub fn fit(
     label: &str,
 ) -> Fitted {
     let device = cpu_autodiff();
-    let mut model = init.to_device(&device).train();
+    // From plain (detached) weights: a trained network's parameters are not graph leaves.
+    let mut model = init.valid().to_device(&device).train();
     let mut optim = AdamConfig::new().init();
     let mut rng = StdRng::seed_from_u64(opts.seed ^ SHUFFLE_STREAM);
     let mut drop_rng = StdRng::seed_from_u64(opts.seed ^ DROPOUT_STREAM);
@@ -221,8 +223,8 @@ pub fn fit(
         bar.finish_and_clear();
     }
     let (model, best_epoch) = match best {
-        Some((_, m, e)) => (m, e),
-        None => (model, history.len()),
+        Some((_, m, e)) => (m.valid(), e),
+        None => (model.valid(), history.len()),
     };
     Fitted {
         model,

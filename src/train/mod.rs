@@ -11,3 +11,5 @@ pub mod net_params;
 mod npz;
 pub mod quantize;
 pub mod reference;
+pub mod report;
+pub mod run;

@@ -4,7 +4,7 @@
 use burn::module::{Module, Param};
 use burn::tensor::module::{conv2d, linear, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
-use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use burn::tensor::{Device, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -156,8 +156,8 @@ impl ConvLayer {
     fn init(cin: usize, cout: usize, rng: &mut StdRng, device: &Device) -> Self {
         let fan_in = cin * 9;
         ConvLayer {
-            weight: Param::from_tensor(uniform([cout, cin, 3, 3], fan_in, rng, device)),
-            bias: Param::from_tensor(uniform([cout], fan_in, rng, device)),
+            weight: Param::from_tensor(uniform([cout, cin, 3, 3], he_bound(fan_in), rng, device)),
+            bias: Param::from_tensor(uniform([cout], bias_bound(fan_in), rng, device)),
         }
     }
 
@@ -184,10 +184,12 @@ impl ConvLayer {
 }
 
 impl DenseLayer {
-    fn init(fin: usize, fout: usize, rng: &mut StdRng, device: &Device) -> Self {
+    /// He init before a ReLU; the classifier (no ReLU) gets PyTorch's smaller default.
+    fn init(fin: usize, fout: usize, relu: bool, rng: &mut StdRng, device: &Device) -> Self {
+        let bound = if relu { he_bound(fin) } else { bias_bound(fin) };
         DenseLayer {
-            weight: Param::from_tensor(uniform([fout, fin], fin, rng, device)),
-            bias: Param::from_tensor(uniform([fout], fin, rng, device)),
+            weight: Param::from_tensor(uniform([fout, fin], bound, rng, device)),
+            bias: Param::from_tensor(uniform([fout], bias_bound(fin), rng, device)),
         }
     }
 
@@ -211,14 +213,24 @@ impl DenseLayer {
     }
 }
 
-/// PyTorch's default initialisation for conv and linear layers: U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
+/// He (Kaiming) uniform bound for weights followed by ReLU: sqrt(6 / fan_in). PyTorch's default
+/// (1 / sqrt(fan_in)) shrinks the signal ~2.4x per layer here and stalled the first epochs.
+fn he_bound(fan_in: usize) -> f32 {
+    (6.0 / fan_in as f32).sqrt()
+}
+
+/// PyTorch's default bias bound, 1 / sqrt(fan_in).
+fn bias_bound(fan_in: usize) -> f32 {
+    1.0 / (fan_in as f32).sqrt()
+}
+
+/// U(-bound, bound) values.
 fn uniform<const D: usize>(
     shape: [usize; D],
-    fan_in: usize,
+    bound: f32,
     rng: &mut StdRng,
     device: &Device,
 ) -> Tensor<D> {
-    let bound = 1.0 / (fan_in as f32).sqrt();
     let n: usize = shape.iter().product();
     let values: Vec<f32> = (0..n).map(|_| rng.gen_range(-bound..bound)).collect();
     Tensor::from_data(TensorData::new(values, shape), device)
@@ -238,9 +250,9 @@ impl Cnn {
             conv1: ConvLayer::init(BANDS, c1, &mut rng, device),
             conv2: ConvLayer::init(c1, c2, &mut rng, device),
             conv3: ConvLayer::init(c2, c3, &mut rng, device),
-            fc1: DenseLayer::init(FLAT, f1, &mut rng, device),
-            fc2: DenseLayer::init(f1, f2, &mut rng, device),
-            fc3: DenseLayer::init(f2, f3, &mut rng, device),
+            fc1: DenseLayer::init(FLAT, f1, true, &mut rng, device),
+            fc2: DenseLayer::init(f1, f2, true, &mut rng, device),
+            fc3: DenseLayer::init(f2, f3, false, &mut rng, device),
             dropout,
         }
     }
@@ -267,27 +279,50 @@ impl Cnn {
         self.conv3.forward(a2, scales(2))
     }
 
-    /// Pool, flatten, fc1 + ReLU, dropout (only when `train`), fc2 + ReLU, fc3 -> logits.
-    pub fn head(&self, a3: Tensor<4>, q: Option<&FakeQuant>, train: bool) -> Tensor<2> {
+    /// Pool, flatten, fc1 + ReLU, dropout (when `dropout` gives an RNG: training), fc2 + ReLU,
+    /// fc3 -> logits. The dropout mask comes from the caller's RNG, not burn's global one, so
+    /// that concurrent trainings stay reproducible.
+    pub fn head(
+        &self,
+        a3: Tensor<4>,
+        q: Option<&FakeQuant>,
+        dropout: Option<&mut StdRng>,
+    ) -> Tensor<2> {
         let n = a3.dims()[0];
         let flat = pool(a3).reshape([n, FLAT]);
         let scales =
             |i: usize| q.map(|fq| (fq, fq.activation_scales[i - 1], fq.activation_scales[i]));
         let h1 = self.fc1.forward(flat, true, scales(3));
-        let h1 = if train && self.dropout > 0.0 {
-            let keep = 1.0 - self.dropout;
-            let mask = h1.random_like(Distribution::Bernoulli(keep));
-            (h1 * mask).div_scalar(keep)
-        } else {
-            h1
+        let h1 = match dropout {
+            Some(rng) if self.dropout > 0.0 => {
+                let keep = 1.0 - self.dropout;
+                let dims = h1.dims();
+                let mask: Vec<f32> = (0..dims[0] * dims[1])
+                    .map(|_| {
+                        if rng.gen_bool(keep) {
+                            (1.0 / keep) as f32
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect();
+                let device = h1.device();
+                h1 * Tensor::from_data(TensorData::new(mask, dims), &device)
+            }
+            _ => h1,
         };
         let h2 = self.fc2.forward(h1, true, scales(4));
         let last = q.map(|fq| (fq, fq.activation_scales[4], 0.0));
         self.fc3.forward(h2, false, last)
     }
 
-    pub fn forward(&self, x: Tensor<4>, q: Option<&FakeQuant>, train: bool) -> Tensor<2> {
-        self.head(self.trunk(x, q), q, train)
+    pub fn forward(
+        &self,
+        x: Tensor<4>,
+        q: Option<&FakeQuant>,
+        dropout: Option<&mut StdRng>,
+    ) -> Tensor<2> {
+        self.head(self.trunk(x, q), q, dropout)
     }
 
     /// The float values at the six quantisation points of an fp32 pass, for range estimation:
@@ -443,6 +478,13 @@ impl Cnn {
     }
 }
 
+/// The fake-quantised weight and bias of a dense layer for input scale `s_in`, as the forward
+/// pass uses them (for checks against the formulas).
+pub fn fake_quant_dense(layer: &DenseLayer, fq: &FakeQuant, s_in: f32) -> (Vec<f32>, Vec<f32>) {
+    let (w, b) = fq_weight_bias(layer.weight.val(), layer.bias.val(), s_in, fq.weight_qmax());
+    (to_vec(w), to_vec(b))
+}
+
 /// Builds an input tensor [n, 5, 9, 9] from flat normalised samples.
 pub fn input_tensor(x: &[f32], device: &Device) -> Tensor<4> {
     let n = x.len() / crate::features::INPUT_LEN;
@@ -462,11 +504,7 @@ pub fn logits(model: &Cnn, x: &[f32], q: Option<&FakeQuant>, batch: usize) -> Ve
     let model = model.valid();
     let mut out = Vec::with_capacity(x.len() / crate::features::INPUT_LEN * 3);
     for chunk in x.chunks(batch.max(1) * crate::features::INPUT_LEN) {
-        out.extend(to_vec(model.forward(
-            input_tensor(chunk, &device),
-            q,
-            false,
-        )));
+        out.extend(to_vec(model.forward(input_tensor(chunk, &device), q, None)));
     }
     out
 }
@@ -730,7 +768,7 @@ mod tests {
         // the step crossed a ReLU kink, where the finite difference is meaningless.
         let loss = |p: &NetParams| -> (f64, Vec<bool>) {
             let m = Cnn::from_net_params(p, 0.0, &cpu()).unwrap();
-            let out = to_vec(m.forward(input_tensor(&x, &cpu()), None, false));
+            let out = to_vec(m.forward(input_tensor(&x, &cpu()), None, None));
             let pattern = m.quant_points(input_tensor(&x, &cpu()))[1..]
                 .iter()
                 .flat_map(|t| to_vec(t.clone()).into_iter().map(|v| v > 0.0))
@@ -742,7 +780,7 @@ mod tests {
         };
         let ad = cpu_autodiff();
         let m = Cnn::from_net_params(&params, 0.0, &ad).unwrap();
-        let out = m.forward(input_tensor(&x, &ad), None, false);
+        let out = m.forward(input_tensor(&x, &ad), None, None);
         let grads = (out * tensor(&r, [2, 3], &ad)).sum().backward();
         let analytic: Vec<(Vec<f32>, Vec<f32>)> = vec![
             (

@@ -13,7 +13,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::config::Config;
 
 #[derive(Parser, Debug)]
-#[command(name = "affectd", version, about = "Real-time EEG emotion recognition daemon")]
+#[command(
+    name = "affectd",
+    version,
+    about = "Real-time EEG emotion recognition daemon"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -25,8 +29,10 @@ enum Command {
     Run(RunArgs),
     /// Publish a simulated EEG headset (and its state markers) over LSL.
     Simulate(SimulateArgs),
-    // PENDING-TRAIN Train(crate::train::cli::TrainArgs),
-    // PENDING-TRAIN Retrain(crate::train::cli::RetrainArgs),
+    /// Train, calibrate (prefrontal Grad-CAM), quantise (QAT) and install an int8 model.
+    Train(crate::train::cli::TrainArgs),
+    /// Retrain from recorded sessions (XDF files with labelled markers) and install the model.
+    Retrain(crate::train::cli::RetrainArgs),
     /// Publish the streams of recorded XDF files over LSL, with their metadata and timing.
     Replay(ReplayArgs),
     /// Validate a config file and print what it configures.
@@ -110,7 +116,8 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args, &log_handle),
         Command::Simulate(args) => simulate(args),
-        // PENDING-TRAIN
+        Command::Train(args) => crate::train::cli::train(args),
+        Command::Retrain(args) => crate::train::cli::retrain(args),
         Command::Replay(args) => replay(args),
         Command::CheckConfig { file } => crate::config::check(&file)
             .map(|summary| println!("{summary}"))
@@ -170,12 +177,7 @@ fn simulate(args: SimulateArgs) -> anyhow::Result<()> {
         sim.sample_rate_hz,
         sim.effect_strength
     );
-    crate::simulate::publish(
-        &sim,
-        1.0,
-        &stop,
-        args.duration.map(Duration::from_secs_f64),
-    )
+    crate::simulate::publish(&sim, 1.0, &stop, args.duration.map(Duration::from_secs_f64))
 }
 
 fn replay(args: ReplayArgs) -> anyhow::Result<()> {

@@ -36,8 +36,8 @@ use crate::outputs::metrics::{Event, Health, Metrics};
 use crate::record::labels::{LabelMapping, START_PREFIX};
 use crate::record::recorder::{spawn_recorder, OwnedValues, RecordItem, RecorderConfig};
 use crate::record::xdf::{ChannelFormat, StreamHeader};
-use crate::service::notify::{spawn_watchdog, Notifier};
 use crate::service::logging::ReloadHandle;
+use crate::service::notify::{spawn_watchdog, Notifier};
 use crate::service::reload::ConfigReloader;
 use crate::service::signals::ControlEvent;
 use crate::simulate::SimConfig;
@@ -183,7 +183,10 @@ pub fn run(
             file_prefix: "affectd".into(),
         };
         let handle = spawn_recorder(cfg, rx, ev_tx);
-        threads.push(("recorder-events", spawn_recorder_events(ev_rx, metrics.clone())?));
+        threads.push((
+            "recorder-events",
+            spawn_recorder_events(ev_rx, metrics.clone())?,
+        ));
         (Some(tx), Some(handle))
     } else {
         (None, None)
@@ -271,11 +274,12 @@ pub fn run(
     let summary = Arc::new(std::sync::Mutex::new(RunSummary::default()));
     threads.push(("outputs", {
         let ctx = OutputCtx {
-            lsl: config
-                .outputs
-                .lsl
-                .enabled
-                .then(|| (config.outputs.lsl.name.clone(), config.outputs.lsl.source_id.clone())),
+            lsl: config.outputs.lsl.enabled.then(|| {
+                (
+                    config.outputs.lsl.name.clone(),
+                    config.outputs.lsl.source_id.clone(),
+                )
+            }),
             hop_s: config.features.hop_s,
             record: record_tx
                 .as_ref()
@@ -345,7 +349,7 @@ pub fn run(
                     match swap::try_model(&path, config.model.intra_threads, &current, |m| check_contract(m, &feature_template)) {
                         ModelCandidate::Ready(model) => {
                             tracing::info!("new model {} validated; swapping it in", model.id());
-                            let _ = model_tx.send(model);
+                            let _ = model_tx.send(*model);
                         }
                         ModelCandidate::Unchanged => tracing::debug!("model file touched, content unchanged"),
                         ModelCandidate::Rejected(why) => {
@@ -512,7 +516,10 @@ fn recorded_eeg_header(lsl_xml: &str) -> Result<StreamHeader, crate::record::xdf
     if header.channel_format() == ChannelFormat::Float32 {
         return Ok(header);
     }
-    let from = format!("<channel_format>{}</channel_format>", header.channel_format().as_str());
+    let from = format!(
+        "<channel_format>{}</channel_format>",
+        header.channel_format().as_str()
+    );
     StreamHeader::from_xml(&lsl_xml.replacen(&from, "<channel_format>float32</channel_format>", 1))
 }
 
@@ -543,7 +550,10 @@ struct FeatureCtx {
 enum EegRecordMsg {
     Header(StreamHeader),
     /// LSL time correction: local = remote + offset, measured at remote `collection_time`.
-    ClockOffset { collection_time: f64, offset: f64 },
+    ClockOffset {
+        collection_time: f64,
+        offset: f64,
+    },
 }
 
 /// The connected stream as the feature thread sees it.
@@ -726,7 +736,10 @@ fn connect(
             Ok(header) => {
                 let _ = tx.send(EegRecordMsg::Header(header));
             }
-            Err(e) => tracing::error!("cannot record stream '{}': its header does not parse: {e}", description.name),
+            Err(e) => tracing::error!(
+                "cannot record stream '{}': its header does not parse: {e}",
+                description.name
+            ),
         }
     }
     ctx.health.set_stream_connected(true);

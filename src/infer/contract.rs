@@ -83,7 +83,9 @@ pub enum ContractError {
     Missing,
     #[error("model contract is not valid JSON: {0}")]
     Malformed(String),
-    #[error("model contract version {found} is not supported (this build reads {CONTRACT_VERSION})")]
+    #[error(
+        "model contract version {found} is not supported (this build reads {CONTRACT_VERSION})"
+    )]
     Version { found: u32 },
     #[error("model contract field '{field}' is invalid: {why}")]
     Invalid { field: &'static str, why: String },
@@ -116,10 +118,16 @@ impl ModelContract {
             });
         }
         if self.input_shape[1..] != [BANDS as i64, GRID as i64, GRID as i64] {
-            return invalid("input_shape", format!("{:?}, expected [N, 5, 9, 9]", self.input_shape));
+            return invalid(
+                "input_shape",
+                format!("{:?}, expected [N, 5, 9, 9]", self.input_shape),
+            );
         }
         if self.bands_hz.len() != BANDS {
-            return invalid("bands_hz", format!("{} bands, expected {BANDS}", self.bands_hz.len()));
+            return invalid(
+                "bands_hz",
+                format!("{} bands, expected {BANDS}", self.bands_hz.len()),
+            );
         }
         if self.classes.len() < 2 {
             return invalid("classes", format!("{} classes", self.classes.len()));
@@ -132,7 +140,10 @@ impl ModelContract {
         }
         for (field, stats) in [("norm_mean", &self.norm_mean), ("norm_std", &self.norm_std)] {
             if stats.len() != INPUT_LEN {
-                return invalid(field, format!("{} values, expected {INPUT_LEN}", stats.len()));
+                return invalid(
+                    field,
+                    format!("{} values, expected {INPUT_LEN}", stats.len()),
+                );
             }
             if stats.iter().any(|v| !v.is_finite()) {
                 return invalid(field, "non-finite value".into());

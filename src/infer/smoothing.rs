@@ -84,7 +84,10 @@ mod tests {
         }
         let expected = 1.0 - (-1.0f32).exp();
         assert!((last[1] - expected).abs() < 1e-5, "{last:?}");
-        assert!((last[0] + last[1] - 1.0).abs() < 1e-6, "smoothing keeps the sum");
+        assert!(
+            (last[0] + last[1] - 1.0).abs() < 1e-6,
+            "smoothing keeps the sum"
+        );
     }
 
     #[test]

@@ -37,7 +37,9 @@ pub fn watch_files(files: &[PathBuf], changed: Sender<PathBuf>) -> notify::Resul
             return;
         }
         for path in event.paths {
-            let Some(name) = path.file_name() else { continue };
+            let Some(name) = path.file_name() else {
+                continue;
+            };
             if let Some(target) = targets
                 .iter()
                 .find(|t| t.file_name() == Some(name) && parent_dir(t) == parent_dir(&path))
@@ -95,7 +97,7 @@ fn parent_dir(path: &Path) -> PathBuf {
 /// Outcome of trying a changed model file.
 pub enum ModelCandidate {
     /// Loaded, validated, different from the one serving: swap it in.
-    Ready(Model),
+    Ready(Box<Model>),
     /// Same content as the serving model (a touch, a re-install of the same file).
     Unchanged,
     Rejected(String),
@@ -112,7 +114,7 @@ pub fn try_model(
     match Model::load(path, intra_threads) {
         Ok(model) if model.id() == current_id => ModelCandidate::Unchanged,
         Ok(model) => match serves(&model) {
-            Ok(()) => ModelCandidate::Ready(model),
+            Ok(()) => ModelCandidate::Ready(Box::new(model)),
             Err(why) => ModelCandidate::Rejected(why),
         },
         Err(e) => ModelCandidate::Rejected(e.to_string()),

@@ -247,7 +247,10 @@ fn train_and_install(
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let contract = contract_for(&outcome, features, &command);
     let export = export_and_verify(&outcome, &contract)?;
-    let dir = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = out
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = out
         .file_name()
         .with_context(|| format!("--out {}: not a file path", out.display()))?;
@@ -270,7 +273,11 @@ fn train_and_install(
 }
 
 /// The contract the exported model carries (see src/infer/contract.rs).
-pub fn contract_for(outcome: &TrainOutcome, features: &FeatureConfig, command: &str) -> ModelContract {
+pub fn contract_for(
+    outcome: &TrainOutcome,
+    features: &FeatureConfig,
+    command: &str,
+) -> ModelContract {
     ModelContract {
         contract_version: CONTRACT_VERSION,
         input_name: "de_grid".into(),

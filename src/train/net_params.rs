@@ -18,6 +18,7 @@
 //!   with qmax = 127 (8-bit) or 63 (7-bit: exact in ORT's fused kernels on CPUs without VNNI).
 //! - Biases: int32 with scale s_in * s_w[c] (s_in = the scale of the layer's input activation).
 //! - Rounding is half to even (as ONNX QuantizeLinear).
+//!
 //! Max-pooling commutes with the monotone quantiser, so pooled tensors reuse the scale before them.
 use serde::{Deserialize, Serialize};
 

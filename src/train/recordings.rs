@@ -257,7 +257,10 @@ mod tests {
         let fit = |len: f64| ((len - 1.0) / 0.25).floor() as usize + 1;
         assert!(counts.kept.abs_diff(fit(5.0) + fit(8.0)) <= 2, "{counts:?}");
         let positives = ds.y.iter().filter(|&&y| y == 2).count();
-        assert!(positives.abs_diff(fit(5.0)) <= 1, "{positives} positive windows");
+        assert!(
+            positives.abs_diff(fit(5.0)) <= 1,
+            "{positives} positive windows"
+        );
         assert!(ds.y.iter().all(|&y| y == 0 || y == 2));
         assert_eq!(ds.x.len(), ds.y.len() * crate::features::INPUT_LEN);
         let groups: std::collections::BTreeSet<i64> = ds.group.iter().copied().collect();

@@ -106,6 +106,11 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
 
 /// The value of one sample line of a Prometheus text exposition (exact series name + labels).
 pub fn metric(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
 }

@@ -199,6 +199,8 @@ pub struct FeatureExtractor {
     pos: usize,
     /// Samples pushed since construction or reset.
     count: u64,
+    /// Samples still to push before the next window is complete.
+    until_window: usize,
     /// Latest bad sample (index, why) since reset.
     last_bad: Option<(u64, DropReason)>,
     periodogram: Periodogram,
@@ -239,6 +241,7 @@ impl FeatureExtractor {
             ring_ts: vec![0.0; window],
             pos: 0,
             count: 0,
+            until_window: window,
             last_bad: None,
             periodogram: Periodogram::new(window, fs, &cfg.bands_hz),
             powers: [0.0; BANDS],
@@ -261,6 +264,7 @@ impl FeatureExtractor {
         self.filters.reset();
         self.pos = 0;
         self.count = 0;
+        self.until_window = self.window;
         self.last_bad = None;
     }
 
@@ -268,18 +272,19 @@ impl FeatureExtractor {
     /// after the first `window` samples, then every `hop` samples.
     pub fn push(&mut self, sample: &[f32], timestamp: f64) -> Option<WindowOutcome> {
         if sample.len() == self.channels {
-            let mut bad = false;
-            for (ch, (dst, &v)) in self.sample.iter_mut().zip(sample).enumerate() {
-                if v.is_finite() {
-                    *dst = f64::from(v);
-                } else {
-                    // Keep the filter unpoisoned: restart this channel from rest on a zero.
-                    *dst = 0.0;
-                    self.filters.reset_channel(ch);
-                    bad = true;
-                }
+            // Branch-free scan first (vectorises); the per-channel repair only when needed.
+            let bad = sample.iter().fold(false, |acc, v| acc | !v.is_finite());
+            for (dst, &v) in self.sample.iter_mut().zip(sample) {
+                *dst = f64::from(v);
             }
             if bad {
+                for (ch, dst) in self.sample.iter_mut().enumerate() {
+                    if !dst.is_finite() {
+                        // Keep the filter unpoisoned: restart this channel from rest on a zero.
+                        *dst = 0.0;
+                        self.filters.reset_channel(ch);
+                    }
+                }
                 self.last_bad = Some((self.count, DropReason::NonFinite));
             }
         } else {
@@ -292,14 +297,17 @@ impl FeatureExtractor {
             self.ring[ch * self.window + self.pos] = y as f32;
         }
         self.ring_ts[self.pos] = timestamp;
-        self.pos = (self.pos + 1) % self.window;
+        self.pos += 1;
+        if self.pos == self.window {
+            self.pos = 0;
+        }
         self.count += 1;
-
-        let w = self.window as u64;
-        if self.count < w || (self.count - w) % self.hop as u64 != 0 {
+        self.until_window -= 1;
+        if self.until_window > 0 {
             return None;
         }
-        let first_index = self.count - w;
+        self.until_window = self.hop;
+        let first_index = self.count - self.window as u64;
         if let Some((index, reason)) = self.last_bad {
             if index >= first_index {
                 return Some(WindowOutcome::Dropped {

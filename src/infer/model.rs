@@ -378,6 +378,12 @@ mod tests {
     use super::*;
 
     #[test]
+    fn models_can_be_loaded_on_one_thread_and_served_on_another() {
+        fn assert_send<T: Send>() {}
+        assert_send::<Model>();
+    }
+
+    #[test]
     fn softmax_is_a_stable_distribution() {
         // Large logits must not overflow exp().
         assert_eq!(softmax(&[1000.0, 1000.0, -1000.0]), vec![0.5, 0.5, 0.0]);

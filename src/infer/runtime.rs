@@ -72,6 +72,12 @@ fn init_env(library: Option<&Path>) -> Result<(PathBuf, Environment), RuntimeErr
         return Ok((loaded.path.clone(), loaded.env.clone()));
     }
     let tried = candidates(library);
+    if let Some(configured) = library.filter(|p| !p.is_file()) {
+        tracing::warn!(
+            path = %configured.display(),
+            "configured ONNX Runtime library does not exist; trying the default locations"
+        );
+    }
     let path =
         tried
             .iter()

@@ -261,6 +261,13 @@ fn check_contract(net: &NetParams, contract: &ModelContract) -> anyhow::Result<(
             contract.classes.len()
         );
     }
+    let mut names = std::collections::HashSet::new();
+    for layer in &net.layers {
+        // Layer names prefix the graph's tensor names; "input" is taken by the input quantiser.
+        if layer.name.is_empty() || layer.name == "input" || !names.insert(layer.name.as_str()) {
+            bail!("layer name '{}' is empty, reserved or repeated", layer.name);
+        }
+    }
     if contract.input_name.is_empty()
         || contract.output_name.is_empty()
         || contract.input_name == contract.output_name
@@ -496,5 +503,108 @@ fn value_info(name: &str, dims: Vec<tensor_shape_proto::Dimension>) -> ValueInfo
             ..Default::default()
         }),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::features::INPUT_LEN;
+    use crate::infer::contract::{Calibration, Provenance, Quantization, CONTRACT_VERSION};
+    use crate::train::reference::{calibrate_minmax, random_net};
+
+    fn contract() -> ModelContract {
+        ModelContract {
+            contract_version: CONTRACT_VERSION,
+            input_name: "x".into(),
+            input_shape: [-1, 5, 9, 9],
+            output_name: "logits".into(),
+            classes: vec!["a".into(), "b".into(), "c".into()],
+            bands_hz: vec![[1.0, 4.0]; 5],
+            window_s: 1.0,
+            hop_s: 0.5,
+            min_sample_rate_hz: 100.0,
+            norm_mean: vec![0.0; INPUT_LEN],
+            norm_std: vec![1.0; INPUT_LEN],
+            quantization: Quantization {
+                format: "whatever".into(),
+                weight_bits: 0,
+                activation_bits: 0,
+                range_estimator: "minmax".into(),
+                qat: true,
+            },
+            calibration: Calibration {
+                method: "all".into(),
+                k: 1,
+                ranking: "most-prefrontal".into(),
+                region_cells: vec![],
+            },
+            provenance: Provenance {
+                affectd_version: "test".into(),
+                dataset_sha256: String::new(),
+                dataset_description: String::new(),
+                train_samples: 0,
+                seed: 0,
+                command: String::new(),
+                created: String::new(),
+                test_accuracy: 0.0,
+                test_macro_f1: 0.0,
+            },
+        }
+    }
+
+    fn error_text(r: anyhow::Result<Vec<u8>>) -> String {
+        format!("{:#}", r.expect_err("export should fail"))
+    }
+
+    #[test]
+    fn the_written_contract_states_the_real_format() {
+        let net = random_net(1, 3);
+        let q = calibrate_minmax(&net, &vec![0.3; INPUT_LEN], 1, 7);
+        for (bytes, format, bits) in [
+            (
+                build_qdq_model(&net, &q, &contract()).unwrap(),
+                "int8-qdq",
+                7,
+            ),
+            (build_fp32_model(&net, &contract()).unwrap(), "fp32", 32),
+        ] {
+            let model = ModelProto::decode(bytes.as_slice()).unwrap();
+            let entry = &model.metadata_props[0];
+            assert_eq!(entry.key.as_deref(), Some(CONTRACT_KEY));
+            let written = ModelContract::from_json(entry.value.as_deref().unwrap()).unwrap();
+            assert_eq!(written.quantization.format, format);
+            assert_eq!(written.quantization.weight_bits, bits);
+            assert!(written.quantization.qat, "other fields are kept");
+            assert_eq!(model.opset_import[0].version, Some(OPSET));
+        }
+    }
+
+    #[test]
+    fn export_refuses_what_does_not_fit() {
+        let net = random_net(1, 3);
+        let q = calibrate_minmax(&net, &vec![0.3; INPUT_LEN], 1, 8);
+        let mut two_classes = contract();
+        two_classes.classes.pop();
+        let err = error_text(build_qdq_model(&net, &q, &two_classes));
+        assert!(
+            err.contains("2 classes") && err.contains("outputs 3"),
+            "{err}"
+        );
+
+        let mut bad_q = q.clone();
+        bad_q.activation_scales[2] = f32::NAN;
+        let err = error_text(build_qdq_model(&net, &bad_q, &contract()));
+        assert!(err.contains("activation scale NaN"), "{err}");
+
+        let mut renamed = net.clone();
+        renamed.layers[4].name = "fc1".into();
+        let err = error_text(build_fp32_model(&renamed, &contract()));
+        assert!(err.contains("'fc1'") && err.contains("repeated"), "{err}");
+
+        let mut short = net.clone();
+        short.layers[2].bias.pop();
+        let err = error_text(build_fp32_model(&short, &contract()));
+        assert!(err.contains("conv3") && err.contains("bias"), "{err}");
     }
 }

@@ -326,6 +326,10 @@ pub fn forward_fake_quant(net: &NetParams, q: &QuantParams, x: &[f32], batch: us
 /// Scales are floored at a tiny positive value so that dead channels stay valid.
 pub fn calibrate_minmax(net: &NetParams, x: &[f32], batch: usize, weight_bits: u32) -> QuantParams {
     const FLOOR: f32 = 1e-8;
+    assert!(
+        (2..=8).contains(&weight_bits),
+        "calibrate_minmax: weight_bits = {weight_bits}"
+    );
     let shapes = checked_shapes(net, x, batch);
     let qmax = ((1i32 << (weight_bits - 1)) - 1) as f32;
     let weight_scales = net

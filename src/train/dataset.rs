@@ -544,3 +544,261 @@ pub fn synthetic_dataset(n: usize, strength: f32, seed: u64) -> Dataset {
         sha256,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ndarray::{Array1, Array3, Array4};
+    use ndarray_npy::{NpzWriter, WritableElement, WriteDataError};
+    use py_literal::Value as PyValue;
+    use std::io::Write;
+
+    /// A numpy '<U4' text element, as np.savez stores a list of short labels.
+    #[derive(Clone)]
+    struct U4(String);
+
+    impl WritableElement for U4 {
+        fn type_descriptor() -> PyValue {
+            PyValue::String("<U4".into())
+        }
+        fn write<W: Write>(&self, mut w: W) -> Result<(), WriteDataError> {
+            let mut units: Vec<u32> = self.0.chars().map(|c| c as u32).collect();
+            units.resize(4, 0);
+            for u in units {
+                w.write_all(&u.to_le_bytes())?;
+            }
+            Ok(())
+        }
+        fn write_slice<W: Write>(slice: &[Self], mut w: W) -> Result<(), WriteDataError> {
+            slice.iter().try_for_each(|s| s.write(&mut w))
+        }
+    }
+
+    enum Arr {
+        F32(ndarray::ArrayD<f32>),
+        F64(ndarray::ArrayD<f64>),
+        I64(ndarray::ArrayD<i64>),
+        I32(ndarray::ArrayD<i32>),
+        Text(Vec<&'static str>),
+    }
+
+    fn write(dir: &Path, name: &str, arrays: Vec<(&str, Arr)>) -> std::path::PathBuf {
+        let path = dir.join(name);
+        let mut npz = NpzWriter::new(std::fs::File::create(&path).unwrap());
+        for (n, a) in arrays {
+            match a {
+                Arr::F32(a) => npz.add_array(n, &a).unwrap(),
+                Arr::F64(a) => npz.add_array(n, &a).unwrap(),
+                Arr::I64(a) => npz.add_array(n, &a).unwrap(),
+                Arr::I32(a) => npz.add_array(n, &a).unwrap(),
+                Arr::Text(v) => npz
+                    .add_array(
+                        n,
+                        &Array1::from(v.iter().map(|s| U4(s.to_string())).collect::<Vec<_>>()),
+                    )
+                    .unwrap(),
+            }
+        }
+        npz.finish().unwrap();
+        path
+    }
+
+    #[test]
+    fn channel_layout_lands_on_the_seed_grid() {
+        let dir = tempfile::tempdir().unwrap();
+        // 2 samples, channels FP1, fc6 (lower case), T3 (old name of T7), EOG (off grid).
+        let de = Array3::from_shape_fn((2, 4, 5), |(n, c, b)| (100 * n + 10 * c + b) as f64);
+        let path = write(
+            dir.path(),
+            "ok.npz",
+            vec![
+                ("de", Arr::F64(de.into_dyn())),
+                ("channels", Arr::Text(vec!["FP1", "fc6", "T3", "EOG"])),
+                ("label", Arr::I32(Array1::from(vec![2, 0]).into_dyn())),
+                ("subject", Arr::I64(Array1::from(vec![1, 1]).into_dyn())),
+                ("session", Arr::I64(Array1::from(vec![1, 2]).into_dyn())),
+            ],
+        );
+        let ds = Dataset::load_npz(&path).unwrap();
+        assert_eq!(ds.len(), 2);
+        assert_eq!(ds.y, vec![2, 0]);
+        assert_eq!(ds.group, vec![0, 1]);
+        let (fp1, fc6, t7) = (3, 3 * GRID + 7, 4 * GRID);
+        assert_eq!(ds.filled_cells, vec![fp1, fc6, t7]);
+        // Sample 1, channel fc6 (c = 1), band 3 -> 100 + 10 + 3.
+        assert_eq!(ds.sample(1)[3 * GRID_CELLS + fc6], 113.0);
+        assert_eq!(ds.sample(0)[4 * GRID_CELLS + t7], 24.0);
+        assert_eq!(ds.x.iter().filter(|v| **v != 0.0).count(), 2 * 3 * 5 - 1);
+        assert!(ds.description.contains("EOG"));
+        assert_eq!(ds.sha256.len(), 64);
+    }
+
+    #[test]
+    fn grid_layout_and_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut de = Array4::<f32>::zeros((3, 5, 9, 9));
+        de[[0, 2, 0, 3]] = 1.5;
+        de[[2, 4, 8, 4]] = -0.5;
+        let path = write(
+            dir.path(),
+            "grid.npz",
+            vec![
+                ("de", Arr::F32(de.into_dyn())),
+                ("label", Arr::I64(Array1::from(vec![0, 1, 2]).into_dyn())),
+                ("group", Arr::I64(Array1::from(vec![7, 7, 9]).into_dyn())),
+            ],
+        );
+        let ds = Dataset::load_npz(&path).unwrap();
+        assert_eq!(ds.filled_cells, vec![3, 8 * GRID + 4]);
+        assert_eq!(ds.sample(0)[2 * GRID_CELLS + 3], 1.5);
+        assert_eq!(ds.group, vec![7, 7, 9]);
+    }
+
+    #[test]
+    fn schema_errors_name_the_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let grid = |n: usize| Arr::F32(Array4::<f32>::ones((n, 5, 9, 9)).into_dyn());
+        let labels = |v: Vec<i64>| Arr::I64(Array1::from(v).into_dyn());
+        let err = |p: std::path::PathBuf| Dataset::load_npz(&p).unwrap_err().to_string();
+
+        let e = err(write(d, "a.npz", vec![("label", labels(vec![0]))]));
+        assert!(e.contains("'de' is missing") && e.contains("label"), "{e}");
+
+        let e = err(write(
+            d,
+            "b.npz",
+            vec![
+                ("de", Arr::F32(Array3::<f32>::zeros((2, 4, 3)).into_dyn())),
+                ("label", labels(vec![0, 1])),
+            ],
+        ));
+        assert!(e.contains("'de' has shape [2, 4, 3]"), "{e}");
+
+        let e = err(write(
+            d,
+            "c.npz",
+            vec![("de", grid(3)), ("label", labels(vec![0, 1]))],
+        ));
+        assert!(e.contains("'label' has shape [2], expected [3]"), "{e}");
+
+        let e = err(write(
+            d,
+            "d.npz",
+            vec![("de", grid(3)), ("label", labels(vec![-1, 0, 1]))],
+        ));
+        assert!(e.contains("[-1]") && e.contains("0/1/2"), "{e}");
+
+        let e = err(write(
+            d,
+            "e.npz",
+            vec![("de", grid(2)), ("label", labels(vec![0, 5]))],
+        ));
+        assert!(e.contains("values [5]"), "{e}");
+
+        let mut bad = Array4::<f32>::ones((3, 5, 9, 9));
+        bad[[1, 0, 0, 2]] = f32::NAN;
+        bad[[2, 1, 1, 1]] = f32::INFINITY;
+        let e = err(write(
+            d,
+            "f.npz",
+            vec![
+                ("de", Arr::F32(bad.into_dyn())),
+                ("label", labels(vec![0, 1, 2])),
+            ],
+        ));
+        assert!(
+            e.contains("2 non-finite")
+                && e.contains("sample 1")
+                && e.contains(&format!("index {}", INPUT_LEN + 2)),
+            "{e}"
+        );
+
+        let e = err(write(
+            d,
+            "g.npz",
+            vec![
+                ("de", grid(1)),
+                ("label", Arr::F32(Array1::from(vec![0.0f32]).into_dyn())),
+            ],
+        ));
+        assert!(
+            e.contains("'label' has dtype <f4, expected an integer type"),
+            "{e}"
+        );
+
+        let e = err(write(
+            d,
+            "h.npz",
+            vec![
+                ("de", Arr::F32(Array3::<f32>::zeros((1, 2, 5)).into_dyn())),
+                ("channels", Arr::Text(vec!["X1", "X2"])),
+                ("label", labels(vec![0])),
+            ],
+        ));
+        assert!(e.contains("no channel") && e.contains("X1"), "{e}");
+
+        let e = err(write(
+            d,
+            "i.npz",
+            vec![
+                ("de", Arr::F32(Array3::<f32>::zeros((1, 2, 5)).into_dyn())),
+                ("channels", Arr::Text(vec!["T3", "t7"])),
+                ("label", labels(vec![0])),
+            ],
+        ));
+        assert!(e.contains("'T3' and 't7' both map to grid cell 36"), "{e}");
+
+        let e = err(write(
+            d,
+            "j.npz",
+            vec![
+                ("de", grid(2)),
+                ("label", labels(vec![0, 1])),
+                ("group", labels(vec![1])),
+            ],
+        ));
+        assert!(e.contains("'group' has shape [1], expected [2]"), "{e}");
+
+        std::fs::write(d.join("k.npz"), b"not a zip").unwrap();
+        let e = err(d.join("k.npz"));
+        assert!(e.contains("not a readable .npz"), "{e}");
+        let e = err(d.join("missing.npz"));
+        assert!(e.contains("cannot read"), "{e}");
+    }
+
+    #[test]
+    fn group_split_keeps_groups_whole_and_classes_on_both_sides() {
+        let ds = synthetic_dataset(600, 1.0, 3);
+        let (train, val) = ds.split_by_group(0.25, 4);
+        assert_eq!(train.len() + val.len(), 600);
+        let tg: BTreeSet<i64> = train.group.iter().copied().collect();
+        assert!(val.group.iter().all(|g| !tg.contains(g)));
+        assert!(train.class_counts().iter().all(|c| *c > 0));
+        assert!(val.class_counts().iter().all(|c| *c > 0));
+        // 30 groups, 10 per class: round(0.25 * 10) = 2 or 3 per class -> 6..9 groups.
+        assert!(
+            (6..=9).contains(&val.group_count()),
+            "{}",
+            val.group_count()
+        );
+        assert_eq!(ds.split_by_group(0.25, 4).1, val);
+    }
+
+    #[test]
+    fn normaliser_standardises_filled_cells_and_leaves_empty_ones_zero() {
+        let ds = synthetic_dataset(200, 1.0, 1);
+        let norm = Normalizer::fit(&ds);
+        let x = norm.transform(&ds);
+        let f = 2 * GRID_CELLS + 3; // alpha at FP1
+        let col: Vec<f64> = (0..200).map(|i| x[i * INPUT_LEN + f] as f64).collect();
+        let mean = col.iter().sum::<f64>() / 200.0;
+        let var = col.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 200.0;
+        assert!(
+            mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-4,
+            "{mean} {var}"
+        );
+        assert_eq!((norm.mean[0], norm.std[0]), (0.0, 1.0)); // cell (0,0) is empty
+        assert!((0..200).all(|i| x[i * INPUT_LEN] == 0.0));
+    }
+}

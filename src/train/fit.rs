@@ -25,13 +25,13 @@ const DROPOUT_STREAM: u64 = 0xd50d_d50d;
 /// Training hyper-parameters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainOptions {
-    /// Most epochs to run (default 25).
+    /// Most epochs to run (default 20).
     pub epochs: usize,
     /// Adam learning rate (default 1e-3).
     pub lr: f64,
     /// Mini-batch size (default 64).
     pub batch: usize,
-    /// Stop after this many epochs without a lower validation loss (default 5); the weights of
+    /// Stop after this many epochs without a lower validation loss (default 4); the weights of
     /// the best epoch are kept. Without a validation set every epoch runs and the last is kept.
     pub patience: usize,
     /// Seeds the weight initialisation, the shuffling and dropout (default 0).
@@ -46,10 +46,10 @@ pub struct TrainOptions {
 impl Default for TrainOptions {
     fn default() -> Self {
         TrainOptions {
-            epochs: 25,
+            epochs: 20,
             lr: 1e-3,
             batch: 64,
-            patience: 5,
+            patience: 4,
             seed: 0,
             threads: 2,
             dropout: super::model::DEFAULT_DROPOUT,

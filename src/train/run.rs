@@ -362,7 +362,7 @@ mod tests {
 
     #[test]
     fn pipeline_on_synthetic_data_keeps_int8_accuracy_and_hands_over_consistent_params() {
-        let data = synthetic_dataset(2400, 1.5, 11);
+        let data = synthetic_dataset(1800, 1.5, 11);
         let (train, test) = data.split_by_group(0.2, 11);
         let dir = tempfile::tempdir().unwrap();
         let mut opts = options(6, 2, Compare::Ptq);

@@ -3,7 +3,7 @@
 
 Writes tests/data/dsp_reference.json. Run from the repository root:
 
-    /work/main/.venv/bin/python scripts/dsp_reference.py
+    .venv/bin/python scripts/dsp_reference.py
 
 The test signal is not stored: it is the closed formula `test_signal` below, which the Rust
 tests reproduce exactly (same terms, same order). Stored per sample rate:

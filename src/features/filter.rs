@@ -153,15 +153,40 @@ impl SosBank {
         self.process_portable(x);
     }
 
-    /// The same loop compiled with AVX enabled (4 f64 lanes instead of SSE2's 2). No FMA, so
-    /// results are bit-identical to the portable path.
+    /// The cascade with explicit AVX (4 f64 lanes = one channel group per register). Same
+    /// operations in the same order as [`cascade`] and no FMA, so results are bit-identical to
+    /// the portable path (a test checks it).
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx")]
     unsafe fn process_avx(&mut self, x: &mut [f64]) {
-        self.process_portable(x);
+        use std::arch::x86_64::*;
+        let n_sec = self.sections.len();
+        for g in 0..self.channels.div_ceil(LANES) {
+            let base = g * LANES;
+            let len = (self.channels - base).min(LANES);
+            let mut buf = [0.0f64; LANES];
+            buf[..len].copy_from_slice(&x[base..base + len]);
+            let mut v = _mm256_loadu_pd(buf.as_ptr());
+            for s in 0..n_sec {
+                let [b0, b1, b2, _, a1, a2] = self.sections[s];
+                // Each state entry is a [f64; 4]: 4 valid, writable lanes for the loads/stores.
+                let z1p = self.z1[g * n_sec + s].as_mut_ptr();
+                let z2p = self.z2[g * n_sec + s].as_mut_ptr();
+                let (z1, z2) = (_mm256_loadu_pd(z1p), _mm256_loadu_pd(z2p));
+                let y = _mm256_add_pd(_mm256_mul_pd(_mm256_set1_pd(b0), v), z1);
+                let b1x = _mm256_mul_pd(_mm256_set1_pd(b1), v);
+                let a1y = _mm256_mul_pd(_mm256_set1_pd(a1), y);
+                _mm256_storeu_pd(z1p, _mm256_add_pd(_mm256_sub_pd(b1x, a1y), z2));
+                let b2x = _mm256_mul_pd(_mm256_set1_pd(b2), v);
+                let a2y = _mm256_mul_pd(_mm256_set1_pd(a2), y);
+                _mm256_storeu_pd(z2p, _mm256_sub_pd(b2x, a2y));
+                v = y;
+            }
+            _mm256_storeu_pd(buf.as_mut_ptr(), v);
+            x[base..base + len].copy_from_slice(&buf[..len]);
+        }
     }
 
-    #[inline(always)]
     fn process_portable(&mut self, x: &mut [f64]) {
         let n_sec = self.sections.len();
         if n_sec == 0 {
@@ -210,7 +235,6 @@ impl SosBank {
 }
 
 /// Direct form II transposed through all sections for one group of lanes.
-#[inline(always)]
 fn cascade(
     sections: &[Sos],
     z1: &mut [[f64; LANES]],

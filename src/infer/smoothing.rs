@@ -35,7 +35,7 @@ impl ProbabilitySmoother {
     /// Feeds one probability vector and returns the smoothed one.
     pub fn update(&mut self, probabilities: &[f32]) -> &[f32] {
         match &mut self.state {
-            Some(state) if state.len() == probabilities.len() => {
+            Some(state) if state.len() == probabilities.len() && self.alpha < 1.0 => {
                 for (s, x) in state.iter_mut().zip(probabilities) {
                     *s += self.alpha * (x - *s);
                 }

@@ -240,6 +240,7 @@ mod tests {
         ];
         let features = FeatureConfig {
             sample_rate_hz: fs,
+            notch_hz: None,
             bandpass_hz: Some([1.0, 45.0]),
             ..FeatureConfig::default()
         };

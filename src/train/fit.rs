@@ -74,7 +74,7 @@ pub struct Fitted {
     /// The kept weights, on the plain (inference) device.
     pub model: Cnn,
     pub history: Vec<EpochStats>,
-    /// Epoch (1-based) whose weights were kept.
+    /// Epoch (1-based) whose weights were kept; 0 = the starting weights.
     pub best_epoch: usize,
     pub stopped_early: bool,
 }
@@ -144,7 +144,10 @@ pub fn fit(
     });
 
     let mut history = Vec::new();
-    let mut best: Option<(f64, Cnn, usize)> = None;
+    // The starting weights compete too (epoch 0): fine-tuning (QAT) never returns a network that
+    // is worse on validation than the one it started from.
+    let mut best: Option<(f64, Cnn, usize)> =
+        (!val.is_empty()).then(|| (evaluate(&model.valid(), val, q).loss, model.clone(), 0));
     let mut since_best = 0;
     let mut stopped_early = false;
     let mut xb = Vec::with_capacity(batch * INPUT_LEN);

@@ -107,7 +107,10 @@ pub enum NetShapeError {
     },
 }
 
-/// Qin: s * clamp(round(x / s), -128, 127).
+/// Qin: s * clamp(round(x / s), -128, 127). Straight-through estimator with clipping: the
+/// forward value is the dequantised one, the gradient is 1 inside the representable range
+/// [-128 s, 127 s] and 0 outside (clamp(x) + (q(x) - clamp(x)).detach()), so training is not
+/// pushed to grow values that the quantiser clips anyway.
 pub fn fq_input<const D: usize>(x: Tensor<D>, s: f32) -> Tensor<D> {
     let q = x
         .clone()
@@ -116,11 +119,12 @@ pub fn fq_input<const D: usize>(x: Tensor<D>, s: f32) -> Tensor<D> {
         .round()
         .clamp(-128.0, 127.0)
         .mul_scalar(s);
-    x.clone() + (q - x).detach()
+    let inside = x.clamp(-128.0 * s, 127.0 * s);
+    inside.clone() + (q - inside).detach()
 }
 
 /// Qa (zero point -128 on a non-negative input): s * (clamp(round(x / s) - 128, -128, 127) + 128)
-/// = s * clamp(round(x / s), 0, 255).
+/// = s * clamp(round(x / s), 0, 255); clipped straight-through gradient as [`fq_input`].
 pub fn fq_activation<const D: usize>(x: Tensor<D>, s: f32) -> Tensor<D> {
     let q = x
         .clone()
@@ -129,7 +133,8 @@ pub fn fq_activation<const D: usize>(x: Tensor<D>, s: f32) -> Tensor<D> {
         .round()
         .clamp(0.0, 255.0)
         .mul_scalar(s);
-    x.clone() + (q - x).detach()
+    let inside = x.clamp(0.0, 255.0 * s);
+    inside.clone() + (q - inside).detach()
 }
 
 /// Weight [out, rest] and bias [out] fake-quantised per output channel for an input scale s_in.
@@ -852,6 +857,22 @@ mod tests {
         }
         assert_eq!(checked + skipped, 6 * 2 * 4);
         assert!(skipped <= 2, "{skipped} coordinates crossed a ReLU kink");
+    }
+
+    #[test]
+    fn fake_quant_gradient_is_one_inside_the_range_and_zero_outside() {
+        // s = 0.5: input range [-64, 63.5], activation range [0, 127.5].
+        let v = [-70.0f32, -1.3, 0.2, 63.0, 70.0];
+        let ad = cpu_autodiff();
+        let leaf = tensor(&v, [5], &ad).require_grad();
+        let grads = fq_input(leaf.clone(), 0.5).sum().backward();
+        assert_eq!(
+            to_vec(leaf.grad(&grads).unwrap()),
+            vec![0.0, 1.0, 1.0, 1.0, 0.0]
+        );
+        let leaf = tensor(&[0.3f32, 100.0, 130.0], [3], &ad).require_grad();
+        let grads = fq_activation(leaf.clone(), 0.5).sum().backward();
+        assert_eq!(to_vec(leaf.grad(&grads).unwrap()), vec![1.0, 1.0, 0.0]);
     }
 
     #[test]

@@ -53,6 +53,9 @@ pub struct CalibrationResult {
     /// Test metrics after QAT (when run).
     pub qat: Option<Metrics>,
     pub qat_seconds: Option<f64>,
+    /// QAT epoch whose weights were kept (0: no epoch beat the calibrated starting point on
+    /// validation, so the PTQ weights were kept).
+    pub qat_best_epoch: Option<usize>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,17 +103,20 @@ impl TrainReport {
             self.gradcam_seconds, self.mean_region_mass, self.region_cells
         );
         s += &format!(
-            "int8 ({}-bit weights, {} ranges), test accuracy:\n  {:<26} {:>5} {:>7} {:>7} {:>8}\n",
-            self.weight_bits, self.range_estimator, "calibration set", "n", "mass", "PTQ", "QAT"
+            "int8 ({}-bit weights, {} ranges), test accuracy:\n  {:<26} {:>5} {:>7} {:>7} {:>8} {:>9}\n",
+            self.weight_bits, self.range_estimator, "calibration set", "n", "mass", "PTQ", "QAT", "QAT kept"
         );
         for c in &self.calibrations {
             s += &format!(
-                "  {:<26} {:>5} {:>7.3} {:>7} {:>8}\n",
+                "  {:<26} {:>5} {:>7.3} {:>7} {:>8} {:>9}\n",
                 c.label,
                 c.samples,
                 c.mean_region_mass,
                 pct(&c.ptq),
-                c.qat.as_ref().map(pct).unwrap_or_else(|| "-".into())
+                c.qat.as_ref().map(pct).unwrap_or_else(|| "-".into()),
+                c.qat_best_epoch
+                    .map(|e| format!("epoch {e}"))
+                    .unwrap_or_else(|| "-".into())
             );
         }
         s += &format!(

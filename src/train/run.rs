@@ -253,7 +253,7 @@ pub fn run_on(
         let fq = calibrate(&fp32.model, &calib, opts.range_estimator, opts.weight_bits);
         let ptq = evaluate(&fp32.model, te, Some(&fq));
         let run_qat = opts.qat_enabled && (i == 0 || opts.compare == Compare::Qat);
-        let (qat_metrics, qat_seconds, model) = if run_qat {
+        let (qat_metrics, qat_seconds, qat_best_epoch, model) = if run_qat {
             let t = Instant::now();
             let fitted = qat(
                 &fp32.model,
@@ -264,9 +264,15 @@ pub fn run_on(
                 &format!("QAT {}", method.label()),
             );
             let m = evaluate(&fitted.model, te, Some(&fq));
-            (Some(m), Some(t.elapsed().as_secs_f64()), fitted.model)
+            let seconds = t.elapsed().as_secs_f64();
+            (
+                Some(m),
+                Some(seconds),
+                Some(fitted.best_epoch),
+                fitted.model,
+            )
         } else {
-            (None, None, fp32.model.clone())
+            (None, None, None, fp32.model.clone())
         };
         tracing::info!(
             calibration = method.label(),
@@ -289,6 +295,7 @@ pub fn run_on(
             ptq,
             qat: qat_metrics.clone(),
             qat_seconds,
+            qat_best_epoch,
         });
         if i == 0 {
             let m = qat_metrics.unwrap_or_else(|| results[0].ptq.clone());

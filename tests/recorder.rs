@@ -171,10 +171,12 @@ fn rotates_by_size_and_every_file_stands_alone() {
     let mut all_vals = Vec::new();
     for path in &files {
         let name = path.file_name().unwrap().to_str().unwrap();
-        assert!(
-            name.starts_with("session-") && name.ends_with("Z.xdf"),
-            "{name}"
-        );
+        // session-<UTC time>Z.xdf, with _NNN added when two files open in the same millisecond.
+        let stem = name
+            .strip_prefix("session-")
+            .and_then(|n| n.strip_suffix(".xdf"));
+        let time = stem.map(|s| s.split('_').next().unwrap());
+        assert!(time.is_some_and(|t| t.ends_with('Z')), "{name}");
         assert!(events.contains(&RecorderEvent::FileOpened(path.clone())));
         let size = std::fs::metadata(path).unwrap().len();
         assert!(

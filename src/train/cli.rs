@@ -68,9 +68,12 @@ struct CommonArgs {
     report_dir: PathBuf,
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Most fp32 epochs (early stopping on validation loss).
-    #[arg(long, default_value_t = 25)]
-    epochs: usize,
+    /// Most fp32 epochs (default 20; early stopping on validation loss).
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Epochs without a lower validation loss before fp32 training stops (default 4).
+    #[arg(long)]
+    patience: Option<usize>,
     /// QAT fine-tuning epochs.
     #[arg(long)]
     qat_epochs: Option<usize>,
@@ -195,7 +198,12 @@ fn feature_config(config: &Config) -> FeatureConfig {
 fn run_options(args: &CommonArgs) -> TrainRunOptions {
     let mut opts = TrainRunOptions::new(PathBuf::new());
     opts.fp32.seed = args.seed;
-    opts.fp32.epochs = args.epochs;
+    if let Some(epochs) = args.epochs {
+        opts.fp32.epochs = epochs;
+    }
+    if let Some(patience) = args.patience {
+        opts.fp32.patience = patience;
+    }
     opts.fp32.threads = args.threads;
     opts.qat = super::quantize::qat_options(&opts.fp32);
     if let Some(e) = args.qat_epochs {

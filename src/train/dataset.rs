@@ -62,14 +62,8 @@ pub enum DatasetError {
         first_sample: usize,
         first_index: usize,
     },
-    #[error("no channel of 'channels' {labels:?} has a place on the 9x9 grid")]
-    NoChannelOnGrid { labels: Vec<String> },
-    #[error("channels '{first}' and '{second}' both map to grid cell {cell}")]
-    DuplicateCell {
-        first: String,
-        second: String,
-        cell: usize,
-    },
+    #[error("'channels': {0}")]
+    Montage(#[from] crate::features::grid::MontageError),
     #[error("the dataset holds no samples")]
     Empty,
 }
@@ -149,24 +143,31 @@ impl Dataset {
                         expected: format!("[{c}] (one label per channel of 'de' [N, {c}, 5])"),
                     });
                 }
-                let cells = place_channels(&labels)?;
+                // The live daemon's montage mapping: old names, nearest cells for channels off
+                // the SEED grid, channels sharing a cell averaged.
+                let grid = crate::features::GridMap::from_labels(&labels)?;
                 let flat: Vec<f32> = de.iter().copied().collect();
                 check_finite("de", &flat, c * BANDS)?;
+                let mut per_cell = [0u32; GRID_CELLS];
+                grid.cell_of_channel
+                    .iter()
+                    .flatten()
+                    .for_each(|&cell| per_cell[cell] += 1);
                 let mut x = vec![0.0f32; n * INPUT_LEN];
-                for (ch, cell) in cells.iter().enumerate() {
-                    let Some(cell) = cell else {
+                for (ch, cell) in grid.cell_of_channel.iter().enumerate() {
+                    let Some(cell) = *cell else {
                         dropped.push(labels[ch].clone());
                         continue;
                     };
+                    let weight = 1.0 / per_cell[cell] as f32;
                     for s in 0..n {
                         for b in 0..BANDS {
-                            x[s * INPUT_LEN + b * GRID_CELLS + cell] =
-                                flat[(s * c + ch) * BANDS + b];
+                            x[s * INPUT_LEN + b * GRID_CELLS + cell] +=
+                                weight * flat[(s * c + ch) * BANDS + b];
                         }
                     }
                 }
-                let mut filled: Vec<usize> = cells.iter().flatten().copied().collect();
-                filled.sort_unstable();
+                let filled = grid.filled_cells();
                 (x, filled, format!("[N, {c}, 5] with channel labels"))
             }
             _ => {
@@ -333,66 +334,11 @@ fn read_groups(npz: &mut Npz, n: usize) -> Result<(Vec<i64>, &'static str), Data
     Ok((group, "(subject, session)"))
 }
 
-/// SEED's 62 channels on the 9x9 grid (DESIGN.md), row by row; "" = empty cell.
-// TODO(features): replace with crate::features::GridMap::from_labels once it lands, so that
-// datasets and the live daemon share one montage mapping (old names, nearest placement).
-const SEED_GRID: [[&str; GRID]; GRID] = [
-    ["", "", "", "FP1", "FPZ", "FP2", "", "", ""],
-    ["", "", "", "AF3", "", "AF4", "", "", ""],
-    ["F7", "F5", "F3", "F1", "FZ", "F2", "F4", "F6", "F8"],
-    [
-        "FT7", "FC5", "FC3", "FC1", "FCZ", "FC2", "FC4", "FC6", "FT8",
-    ],
-    ["T7", "C5", "C3", "C1", "CZ", "C2", "C4", "C6", "T8"],
-    [
-        "TP7", "CP5", "CP3", "CP1", "CPZ", "CP2", "CP4", "CP6", "TP8",
-    ],
-    ["P7", "P5", "P3", "P1", "PZ", "P2", "P4", "P6", "P8"],
-    ["", "PO7", "PO5", "PO3", "POZ", "PO4", "PO6", "PO8", ""],
-    ["", "", "CB1", "O1", "OZ", "O2", "CB2", "", ""],
-];
-
-/// Grid cell of a channel label (case-insensitive; old names T3/T4/T5/T6 accepted).
-fn seed_cell(label: &str) -> Option<usize> {
-    let upper = label.trim().to_ascii_uppercase();
-    let name = match upper.as_str() {
-        "T3" => "T7",
-        "T4" => "T8",
-        "T5" => "P7",
-        "T6" => "P8",
-        other => other,
-    };
-    (0..GRID_CELLS).find(|&c| SEED_GRID[c / GRID][c % GRID] == name)
-}
-
 /// The SEED cells, ascending.
 pub fn seed_filled_cells() -> Vec<usize> {
-    (0..GRID_CELLS)
-        .filter(|&c| !SEED_GRID[c / GRID][c % GRID].is_empty())
-        .collect()
-}
-
-fn place_channels(labels: &[String]) -> Result<Vec<Option<usize>>, DatasetError> {
-    let cells: Vec<Option<usize>> = labels.iter().map(|l| seed_cell(l)).collect();
-    if cells.iter().all(Option::is_none) {
-        return Err(DatasetError::NoChannelOnGrid {
-            labels: labels.to_vec(),
-        });
-    }
-    let mut owner: BTreeMap<usize, usize> = BTreeMap::new();
-    for (ch, cell) in cells.iter().enumerate() {
-        if let Some(cell) = cell {
-            if let Some(&first) = owner.get(cell) {
-                return Err(DatasetError::DuplicateCell {
-                    first: labels[first].clone(),
-                    second: labels[ch].clone(),
-                    cell: *cell,
-                });
-            }
-            owner.insert(*cell, ch);
-        }
-    }
-    Ok(cells)
+    crate::features::GridMap::from_labels(&crate::features::SEED62)
+        .expect("SEED's montage is on the grid")
+        .filled_cells()
 }
 
 /// Per-feature standardisation fitted on a training set: x_norm = (x - mean) / std over the
@@ -738,16 +684,25 @@ mod tests {
         ));
         assert!(e.contains("no channel") && e.contains("X1"), "{e}");
 
-        let e = err(write(
+        // Two channels on one cell (T3 is the old name of T7) are averaged, as in the daemon.
+        let shared = Dataset::load_npz(&write(
             d,
             "i.npz",
             vec![
-                ("de", Arr::F32(Array3::<f32>::zeros((1, 2, 5)).into_dyn())),
+                (
+                    "de",
+                    Arr::F32(
+                        Array3::from_shape_fn((1, 2, 5), |(_, ch, _)| 1.0 + 2.0 * ch as f32)
+                            .into_dyn(),
+                    ),
+                ),
                 ("channels", Arr::Text(vec!["T3", "t7"])),
                 ("label", labels(vec![0])),
             ],
-        ));
-        assert!(e.contains("'T3' and 't7' both map to grid cell 36"), "{e}");
+        ))
+        .unwrap();
+        assert_eq!(shared.filled_cells, vec![36]);
+        assert_eq!(shared.x[36], 2.0, "mean of 1.0 and 3.0");
 
         let e = err(write(
             d,

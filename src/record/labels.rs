@@ -140,6 +140,7 @@ pub fn labelled_intervals(
         k.join(", ")
     };
     let mut open: Option<(f64, String, u8)> = None;
+    let mut seen_start = false;
     let mut out = Vec::new();
     for (time, text) in sorted {
         let (is_start, label) = if let Some(l) = text.trim().strip_prefix(START_PREFIX) {
@@ -167,9 +168,15 @@ pub fn labelled_intervals(
                 });
             }
             open = Some((*time, label.to_string(), class));
+            seen_start = true;
             continue;
         }
         let Some((start, open_label, _)) = open.take() else {
+            // A recording that began during a stimulus sees its end first: nothing to label yet.
+            if out.is_empty() && !seen_start {
+                tracing::warn!("marker {text:?} at t={time:.3} ends a stimulus that began before the recording: ignored");
+                continue;
+            }
             return Err(LabelError::UnmatchedEnd {
                 marker: text.clone(),
                 time: *time,
@@ -328,9 +335,25 @@ mod tests {
             matches!(err(&[(1.0, "stimulus_start:angry")]), LabelError::UnknownLabel { label, .. } if label == "angry")
         );
         assert!(matches!(
-            err(&[(1.0, "stimulus_end:neutral")]),
-            LabelError::UnmatchedEnd { .. }
+            err(&[
+                (1.0, "stimulus_start:neutral"),
+                (2.0, "stimulus_end:neutral"),
+                (3.0, "stimulus_end:neutral")
+            ]),
+            LabelError::UnmatchedEnd { time, .. } if time == 3.0
         ));
+        // A recording that starts inside a stimulus: its end comes first and is skipped.
+        let iv = labelled_intervals(
+            &m(&[
+                (1.0, "stimulus_end:neutral"),
+                (2.0, "stimulus_start:positive"),
+                (4.0, "stimulus_end:positive"),
+            ]),
+            &map,
+        )
+        .unwrap();
+        assert_eq!(iv.len(), 1);
+        assert_eq!((iv[0].start, iv[0].end, iv[0].class), (2.0, 4.0, 2));
         assert!(matches!(
             err(&[(1.0, "stimulus_start:neutral"), (2.0, "stimulus_start:positive")]),
             LabelError::NestedStart { since, .. } if since == 1.0

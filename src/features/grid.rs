@@ -242,6 +242,22 @@ fn normalise(label: &str) -> String {
     }
 }
 
+/// Canonical form of a channel label: upper case, "EEG " prefix and reference suffix removed,
+/// old 10-20 names (T3, T4, T5, T6) renamed to 10-10 (T7, T8, P7, P8).
+pub fn canonical_label(label: &str) -> String {
+    normalise(label)
+}
+
+/// Scalp position of a label in grid coordinates (row, col): its SEED cell, else its approximate
+/// 10-20/10-10/10-5 position (which may lie off the grid); None for labels of no such system.
+pub fn grid_position(label: &str) -> Option<(f64, f64)> {
+    let label = normalise(label);
+    match seed_cell(&label) {
+        Some(cell) => Some(((cell / GRID) as f64, (cell % GRID) as f64)),
+        None => position(&label),
+    }
+}
+
 fn seed_cell(label: &str) -> Option<usize> {
     (0..GRID_CELLS).find(|&c| cell_label(c) == Some(label))
 }

@@ -307,7 +307,7 @@ pub fn contract_for(
             train_samples: outcome.train_samples,
             seed: outcome.seed,
             command: command.into(),
-            created: utc_now(),
+            created: crate::record::utc_timestamp(std::time::SystemTime::now(), true),
             test_accuracy: outcome.test_metrics.accuracy,
             test_macro_f1: outcome.test_metrics.macro_f1,
         },
@@ -406,44 +406,4 @@ fn median_latency_us(model: &mut Model, window: &[f32]) -> anyhow::Result<f64> {
     }
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
-}
-
-/// RFC 3339 UTC timestamp, from the system clock (no date crate needed for this one string).
-fn utc_now() -> String {
-    rfc3339(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0),
-    )
-}
-
-fn rfc3339(secs: u64) -> String {
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + (month <= 2) as i64;
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn timestamps_are_rfc3339_utc() {
-        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(951_782_400 + 3_723), "2000-02-29T01:02:03Z");
-        assert_eq!(super::rfc3339(1_798_761_599), "2026-12-31T23:59:59Z");
-    }
 }

@@ -64,11 +64,9 @@ pub struct RunOptions {
 /// What a run did, for the closing log line (and tests).
 #[derive(Debug, Clone, Default)]
 pub struct RunSummary {
-    pub windows: u64,
     pub outputs: u64,
     /// Outputs whose class matched the latest labelled marker, and outputs with such a marker.
     pub label_agreement: (u64, u64),
-    pub model_swaps: u64,
 }
 
 /// A window on its way to the inference thread.
@@ -271,8 +269,7 @@ pub fn run(
             .name("inference".into())
             .spawn(move || inference_loop(model, window_rx, model_rx, live_rx, estimate_tx, ctx))?
     }));
-    let summary = Arc::new(std::sync::Mutex::new(RunSummary::default()));
-    threads.push(("outputs", {
+    let outputs_thread = {
         let ctx = OutputCtx {
             lsl: config.outputs.lsl.enabled.then(|| {
                 (
@@ -287,17 +284,16 @@ pub fn run(
                 .cloned(),
             metrics: metrics.clone(),
             health: health.clone(),
-            summary: summary.clone(),
             labels: label_rx,
         };
         std::thread::Builder::new()
             .name("outputs".into())
             .spawn(move || output_loop(estimate_rx, out_live_rx, live, ctx))?
-    }));
+    };
     drop(record_tx);
 
     // Watch the model and the config file.
-    let (changed_tx, changed_rx) = unbounded::<PathBuf>();
+    let (changed_tx, mut changed_rx) = unbounded::<PathBuf>();
     let mut watched = Vec::new();
     if config.model.watch {
         watched.push(config.model.path.clone());
@@ -341,7 +337,10 @@ pub fn run(
                 }
             },
             recv(changed_rx) -> path => {
-                let Ok(path) = path else { continue };
+                let Ok(path) = path else {
+                    changed_rx = crossbeam_channel::never();
+                    continue;
+                };
                 if let Some(reloader) = reloader.as_mut().filter(|r| r.path() == path) {
                     reload(reloader, notifier.as_deref(), &live_tx, &out_live_tx);
                 } else if path == config.model.path {
@@ -396,13 +395,11 @@ pub fn run(
         let _ = w.join();
     }
     drop(http);
-    let summary = summary.lock().unwrap().clone();
-    tracing::info!(
-        "stopped: {} windows, {} outputs, {} model swaps",
-        summary.windows,
-        summary.outputs,
-        summary.model_swaps
-    );
+    let summary = outputs_thread.join().unwrap_or_else(|_| {
+        tracing::error!("thread outputs panicked");
+        RunSummary::default()
+    });
+    tracing::info!("stopped after {} outputs", summary.outputs);
     Ok(summary)
 }
 
@@ -768,8 +765,8 @@ struct InferCtx {
 fn inference_loop(
     mut model: Model,
     windows: Receiver<FeatureMsg>,
-    swaps: Receiver<Model>,
-    live: Receiver<LiveSettings>,
+    mut swaps: Receiver<Model>,
+    mut live: Receiver<LiveSettings>,
     out: Sender<Estimate>,
     ctx: InferCtx,
 ) {
@@ -786,7 +783,11 @@ fn inference_loop(
         heartbeat.beat();
         select! {
             recv(swaps) -> new => {
-                let Ok(new) = new else { continue };
+                let Ok(new) = new else {
+                    // Closed at shutdown: stop polling it while the last windows drain.
+                    swaps = crossbeam_channel::never();
+                    continue;
+                };
                 let features = FeatureConfig { sample_rate_hz: stream_rate, ..ctx.template.clone() };
                 if let Err(why) = check_contract(&new, &features) {
                     tracing::error!("{why}; keeping model {model_id}");
@@ -801,8 +802,9 @@ fn inference_loop(
                 announce_model(&model, metrics);
                 metrics.emit(Event::ModelSwapped);
             },
-            recv(live) -> settings => {
-                if let Ok(s) = settings { smoother.retune(s.smoothing_tau_s, hop_s); }
+            recv(live) -> settings => match settings {
+                Ok(s) => smoother.retune(s.smoothing_tau_s, hop_s),
+                Err(_) => live = crossbeam_channel::never(),
             },
             recv(windows) -> msg => {
                 let Ok(msg) = msg else { return };
@@ -857,17 +859,16 @@ struct OutputCtx {
     record: Option<Sender<RecordItem>>,
     metrics: Arc<Metrics>,
     health: Arc<Health>,
-    summary: Arc<std::sync::Mutex<RunSummary>>,
     labels: Receiver<(f64, String)>,
 }
 
 /// Output thread: owns the LSL outlet (liblsl handles stay on the thread that made them).
 fn output_loop(
     estimates: Receiver<Estimate>,
-    live: Receiver<LiveSettings>,
+    mut live: Receiver<LiveSettings>,
     initial: LiveSettings,
     ctx: OutputCtx,
-) {
+) -> RunSummary {
     let metrics = &ctx.metrics;
     let classes: Vec<String> = crate::CLASSES.iter().map(|c| c.to_string()).collect();
     let outlet = ctx.lsl.as_ref().and_then(|(name, source_id)| {
@@ -885,18 +886,22 @@ fn output_loop(
     let mapping = LabelMapping::default();
     let mut current_label: Option<u8> = None;
     let mut summary = RunSummary::default();
+    let mut labels = ctx.labels.clone();
     let heartbeat = ctx.health.heartbeat_slot("outputs");
     loop {
         heartbeat.beat();
         select! {
-            recv(live) -> settings => {
-                if let Ok(s) = settings { jsonl = open_jsonl(s.jsonl_path.as_deref()); }
+            recv(live) -> settings => match settings {
+                Ok(s) => jsonl = open_jsonl(s.jsonl_path.as_deref()),
+                Err(_) => live = crossbeam_channel::never(),
             },
-            recv(ctx.labels) -> marker => {
-                if let Ok((_, text)) = marker {
+            recv(labels) -> marker => match marker {
+                Ok((_, text)) => {
                     current_label = text.strip_prefix(START_PREFIX).and_then(|l| mapping.class_of(l));
                     if text.starts_with(crate::record::labels::END_PREFIX) { current_label = None; }
                 }
+                // No marker streams (recording off): stop polling a closed channel.
+                Err(_) => labels = crossbeam_channel::never(),
             },
             recv(estimates) -> e => {
                 let Ok(e) = e else { break };
@@ -950,10 +955,7 @@ fn output_loop(
             100.0 * hits as f64 / total as f64
         );
     }
-    let mut shared = ctx.summary.lock().unwrap();
-    summary.windows = shared.windows;
-    summary.model_swaps = shared.model_swaps;
-    *shared = summary;
+    summary
 }
 
 fn open_jsonl(path: Option<&Path>) -> Option<JsonlSink> {

@@ -46,6 +46,8 @@ use crate::simulate::SimConfig;
 const EEG_STREAM_ID: u32 = 1;
 const OUTPUT_STREAM_ID: u32 = 2;
 const FIRST_MARKER_STREAM_ID: u32 = 10;
+/// Raw chunks the recorder bridge keeps while their stream has not been announced.
+const MAX_UNANNOUNCED_CHUNKS: usize = 1024;
 /// Loops waiting for input still beat this often, so an absent stream is not a stall.
 const IDLE_BEAT: Duration = Duration::from_millis(500);
 /// A timestamp step longer than this many sample periods is a gap (lost samples).
@@ -971,16 +973,16 @@ fn open_jsonl(path: Option<&Path>) -> Option<JsonlSink> {
 }
 
 /// Raw EEG chunks -> recorder items, after the stream's header (chunks that arrive before the
-/// header of their stream wait for it).
+/// header of their stream wait for it, up to [`MAX_UNANNOUNCED_CHUNKS`]; a stream the feature
+/// thread refuses is never announced, so its chunks are dropped and counted).
 fn record_bridge(
     raw: Receiver<RawChunk>,
-    headers: Receiver<EegRecordMsg>,
+    mut headers: Receiver<EegRecordMsg>,
     record: Sender<RecordItem>,
     metrics: &Metrics,
 ) {
     let mut announced = false;
-    let mut waiting: Vec<RawChunk> = Vec::new();
-    let mut headers_open = true;
+    let mut waiting: std::collections::VecDeque<RawChunk> = Default::default();
     let send = |chunk: RawChunk| {
         let item = RecordItem::Samples {
             id: EEG_STREAM_ID,
@@ -1003,19 +1005,19 @@ fn record_bridge(
                     let _ = record.send(RecordItem::ClockOffset { id: EEG_STREAM_ID, collection_time, offset });
                 }
                 Ok(EegRecordMsg::ClockOffset { .. }) => {}
-                Err(_) => headers_open = false,
+                Err(_) => headers = crossbeam_channel::never(),
             },
             recv(raw) -> chunk => match chunk {
                 Ok(chunk) if announced => send(chunk),
-                Ok(chunk) => waiting.push(chunk),
+                Ok(chunk) => {
+                    waiting.push_back(chunk);
+                    if waiting.len() > MAX_UNANNOUNCED_CHUNKS {
+                        waiting.pop_front();
+                        metrics.emit(Event::RecordDropped { n: 1 });
+                    }
+                }
                 Err(_) => return,
             },
-        }
-        if !headers_open && !announced && waiting.len() > 1024 {
-            metrics.emit(Event::RecordDropped {
-                n: waiting.len() as u64,
-            });
-            waiting.clear();
         }
     }
 }

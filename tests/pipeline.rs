@@ -176,3 +176,57 @@ fn a_stream_whose_labels_match_no_grid_cell_is_refused_clearly() {
     assert_eq!(metric(&text, "affectd_windows_processed_total"), Some(0.0));
     assert_eq!(summary.outputs, 0);
 }
+
+#[test]
+fn nan_and_inf_samples_drop_their_windows_and_the_stream_goes_on() {
+    use lsl::{ChannelFormat, ExPushable, StreamInfo, StreamOutlet};
+    let name = format!("affectd-test-nan-{}", std::process::id());
+    let labels = ["FP1", "FP2", "F3", "F4", "T7", "T8", "O1", "O2"];
+    let daemon = Daemon::start(daemon_config(&name), None);
+    let rate = 200.0;
+    let mut info = StreamInfo::new(&name, "EEG", 8, rate, ChannelFormat::Float32, &name).unwrap();
+    let mut channels = info.desc().append_child("channels");
+    for label in labels {
+        channels
+            .append_child("channel")
+            .append_child_value("label", label);
+    }
+    let outlet = StreamOutlet::new(&info, 0, 360).unwrap();
+    assert!(outlet.wait_for_consumers(10.0), "the daemon connects");
+    // 8 s of noise; one NaN at 3 s and one +Inf at 5 s.
+    let start = lsl::local_clock();
+    for i in 0..(8.0 * rate) as usize {
+        let t = start + i as f64 / rate;
+        let mut sample: Vec<f32> = (0..8)
+            .map(|c| (((i * 31 + c * 17) % 97) as f32 - 48.0) * 0.5)
+            .collect();
+        if i == 600 {
+            sample[2] = f32::NAN;
+        }
+        if i == 1000 {
+            sample[5] = f32::INFINITY;
+        }
+        outlet.push_sample_ex(&sample, t, true).unwrap();
+        while lsl::local_clock() < t {
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let text = daemon.metrics();
+    let summary = daemon.stop();
+    // Each bad sample spoils the 4 windows (1 s, hop 0.25 s) that contain it.
+    assert_eq!(
+        metric(
+            &text,
+            "affectd_windows_dropped_total{reason=\"non_finite\"}"
+        ),
+        Some(8.0),
+        "{text}"
+    );
+    let processed = metric(&text, "affectd_windows_processed_total").unwrap();
+    assert!(
+        processed >= 17.0,
+        "{processed} windows processed around the bad samples"
+    );
+    assert_eq!(summary.outputs as f64, processed);
+}

@@ -191,25 +191,24 @@ pub fn run(
     } else {
         (None, None)
     };
+    // Marker streams (labels, stimulus events): logged, compared live with the output, and
+    // recorded when recording is on.
     let (label_tx, label_rx) = unbounded::<(f64, String)>();
     let marker_stop = Arc::new(AtomicBool::new(false));
-    if let Some(tx) = &record_tx {
-        let (marker_tx, marker_rx) = bounded::<RecordItem>(1024);
-        threads.push((
-            "marker-reader",
-            crate::record::markers::spawn_marker_reader(
-                config.record.marker_types.clone(),
-                marker_tx,
-                FIRST_MARKER_STREAM_ID,
-                marker_stop.clone(),
-            ),
-        ));
-        threads.push((
-            "marker-tee",
-            spawn_marker_tee(marker_rx, tx.clone(), label_tx.clone())?,
-        ));
-    }
-    drop(label_tx);
+    let (marker_tx, marker_rx) = bounded::<RecordItem>(1024);
+    threads.push((
+        "marker-reader",
+        crate::record::markers::spawn_marker_reader(
+            config.record.marker_types.clone(),
+            marker_tx,
+            FIRST_MARKER_STREAM_ID,
+            marker_stop.clone(),
+        ),
+    ));
+    threads.push((
+        "marker-tee",
+        spawn_marker_tee(marker_rx, record_tx.clone(), label_tx)?,
+    ));
 
     let (acq_tx, acq_rx) = unbounded::<AcquireEvent>();
     let (raw_tx, raw_rx) = bounded::<RawChunk>(256);
@@ -1022,10 +1021,11 @@ fn record_bridge(
     }
 }
 
-/// Marker items go to the recorder; marker texts also go to the output thread (live agreement).
+/// Marker texts go to the output thread (live agreement) and the log; marker items go to the
+/// recorder when recording.
 fn spawn_marker_tee(
     markers: Receiver<RecordItem>,
-    record: Sender<RecordItem>,
+    record: Option<Sender<RecordItem>>,
     labels: Sender<(f64, String)>,
 ) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new()
@@ -1043,7 +1043,9 @@ fn spawn_marker_tee(
                         let _ = labels.send((*t, text.clone()));
                     }
                 }
-                let _ = record.send(item);
+                if let Some(record) = &record {
+                    let _ = record.send(item);
+                }
             }
         })
 }

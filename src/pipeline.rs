@@ -775,6 +775,8 @@ fn inference_loop(
     let hop_s = ctx.template.hop_s;
     let mut smoother = ProbabilitySmoother::new(ctx.live.smoothing_tau_s, hop_s);
     let mut filled = vec![false; crate::features::GRID_CELLS];
+    // Reused for every window: no allocation for the model's output on the sample path.
+    let mut probabilities = vec![0.0f32; model.contract().classes.len()];
     let mut stream_rate = 0.0;
     // Why windows are refused while the model cannot serve the stream (None = serving).
     let mut refusal: Option<String> = None;
@@ -797,6 +799,7 @@ fn inference_loop(
                 }
                 tracing::info!("model swapped: {model_id} -> {}", new.id());
                 model = new;
+                probabilities.resize(model.contract().classes.len(), 0.0);
                 model_id = model.id().into();
                 *ctx.current_model_id.lock().unwrap() = model.id().to_string();
                 refusal = None;
@@ -826,14 +829,13 @@ fn inference_loop(
                             continue;
                         }
                         let started = Instant::now();
-                        let probabilities = match model.predict(&w.window.grid, &filled) {
-                            Ok(p) => p,
-                            Err(e) => {
+                        if let Err(e) = model.predict_into(&w.window.grid, &filled, &mut probabilities) {
+                            {
                                 tracing::error!("inference failed: {e}");
                                 metrics.emit(Event::WindowDropped { reason: "inference_error" });
                                 continue;
                             }
-                        };
+                        }
                         metrics.emit(Event::InferenceDuration(started.elapsed()));
                         let smoothed = smoother.update(&probabilities).to_vec();
                         let estimate = Estimate {

@@ -379,20 +379,12 @@ fn read_chunk(
         }
         TAG_SAMPLES => {
             let id = c.u32("stream id")?;
-            let i = *index.get(&id).ok_or(XdfError::UnknownStream {
-                offset: start,
-                tag,
-                stream_id: id,
-            })?;
+            let i = stream_slot(index, id, start, tag)?;
             read_samples(&mut c, start, &mut partials[i])?;
         }
         TAG_CLOCK_OFFSET => {
             let id = c.u32("stream id")?;
-            let i = *index.get(&id).ok_or(XdfError::UnknownStream {
-                offset: start,
-                tag,
-                stream_id: id,
-            })?;
+            let i = stream_slot(index, id, start, tag)?;
             if length != 2 + 4 + 16 {
                 return Err(XdfError::BadClockOffset {
                     offset: start,
@@ -406,11 +398,7 @@ fn read_chunk(
         }
         TAG_STREAM_FOOTER => {
             let id = c.u32("stream id")?;
-            let i = *index.get(&id).ok_or(XdfError::UnknownStream {
-                offset: start,
-                tag,
-                stream_id: id,
-            })?;
+            let i = stream_slot(index, id, start, tag)?;
             let text = xml_text(6);
             let root = XmlElement::parse(&text).map_err(|message| XdfError::BadXml {
                 offset: start,
@@ -441,6 +429,20 @@ fn parse_footer(info: XmlElement) -> StreamFooter {
 }
 
 /// Decodes a Samples chunk into temporaries and appends them only if the whole chunk is sound.
+/// The slot of a stream announced earlier in the file; a chunk for an unknown id is corrupt.
+fn stream_slot(
+    index: &HashMap<u32, usize>,
+    id: u32,
+    offset: u64,
+    tag: u16,
+) -> Result<usize, XdfError> {
+    index.get(&id).copied().ok_or(XdfError::UnknownStream {
+        offset,
+        tag,
+        stream_id: id,
+    })
+}
+
 fn read_samples(c: &mut Cursor<'_>, start: u64, s: &mut Partial) -> Result<(), XdfError> {
     let id = s.id;
     let bad = |message: String| XdfError::BadSamples {

@@ -11,22 +11,12 @@ use affectd::record::xdf::{
 use serde_json::Value;
 
 fn public(name: &str) -> PathBuf {
-    // The public example files live in ../shared/data/xdf beside the checkout (a worktree sits
-    // one level deeper), or where AFFECTD_XDF_EXAMPLES points.
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dirs: Vec<PathBuf> = match std::env::var("AFFECTD_XDF_EXAMPLES") {
-        Ok(d) => vec![d.into()],
-        Err(_) => vec![
-            root.join("../shared/data/xdf"),
-            root.join("../../shared/data/xdf"),
-        ],
-    };
-    dirs.iter()
-        .map(|d| d.join(name))
-        .find(|p| p.exists())
-        .unwrap_or_else(|| {
-            panic!("missing example file {name} in {dirs:?} (set AFFECTD_XDF_EXAMPLES)")
-        })
+    // The public example files (MIT, xdf-modules/example-files) are vendored with their licence.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/xdf")
+        .join(name);
+    assert!(path.exists(), "missing example file {}", path.display());
+    path
 }
 
 fn python() -> PathBuf {

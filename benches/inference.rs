@@ -7,58 +7,26 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
-use affectd::features::{GRID_CELLS, INPUT_LEN};
-use affectd::infer::contract::{
-    Calibration, ModelContract, Provenance, Quantization, CONTRACT_VERSION,
-};
+use affectd::features::{FeatureConfig, GRID_CELLS, INPUT_LEN};
+use affectd::infer::contract::{FeatureSpec, ModelContract};
 use affectd::infer::model::Model;
 use affectd::train::export::{build_fp32_model, build_qdq_model};
 use affectd::train::reference::{calibrate_minmax, random_net};
 
 fn contract() -> ModelContract {
-    ModelContract {
-        contract_version: CONTRACT_VERSION,
-        input_name: "de_grid".into(),
-        input_shape: [-1, 5, 9, 9],
-        output_name: "logits".into(),
-        classes: affectd::CLASSES.iter().map(|s| s.to_string()).collect(),
-        bands_hz: vec![
-            [1.0, 4.0],
-            [4.0, 8.0],
-            [8.0, 14.0],
-            [14.0, 31.0],
-            [31.0, 50.0],
-        ],
-        window_s: 1.0,
-        hop_s: 0.25,
-        min_sample_rate_hz: 100.0,
-        norm_mean: vec![2.0; INPUT_LEN],
-        norm_std: vec![0.5; INPUT_LEN],
-        quantization: Quantization {
-            format: "int8-qdq".into(),
-            weight_bits: 7,
-            activation_bits: 8,
-            range_estimator: "minmax".into(),
-            qat: false,
-        },
-        calibration: Calibration {
-            method: "random".into(),
-            k: 64,
-            ranking: "most-prefrontal".into(),
-            region_cells: vec![],
-        },
-        provenance: Provenance {
-            affectd_version: env!("CARGO_PKG_VERSION").into(),
-            dataset_sha256: String::new(),
-            dataset_description: "random network (benchmark)".into(),
-            train_samples: 0,
-            seed: 42,
-            command: "cargo bench --bench inference".into(),
-            created: "2026-11-27T00:00:00Z".into(),
-            test_accuracy: 0.0,
-            test_macro_f1: 0.0,
-        },
-    }
+    let mut c = ModelContract::new(
+        affectd::CLASSES.iter().map(|s| s.to_string()).collect(),
+        FeatureSpec::of(&FeatureConfig::default()),
+    );
+    c.norm_mean = vec![2.0; INPUT_LEN];
+    c.norm_std = vec![0.5; INPUT_LEN];
+    c.quantization.weight_bits = 7;
+    c.calibration.method = "random".into();
+    c.calibration.k = 64;
+    c.provenance.dataset_description = "random network (benchmark)".into();
+    c.provenance.seed = 42;
+    c.provenance.command = "cargo bench --bench inference".into();
+    c
 }
 
 fn inference(c: &mut Criterion) {

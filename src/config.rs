@@ -122,6 +122,10 @@ pub struct StreamConfig {
     pub no_data_timeout_s: f64,
     pub ring_seconds: f64,
     pub waiting_log_interval_s: f64,
+    /// Unit of channels whose stream description declares none ("uV", "mV", "V", "nV").
+    pub default_unit: String,
+    /// Least share of the model's trained grid cells the stream must fill to be served.
+    pub min_coverage: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -143,6 +147,9 @@ pub struct ModelConfig {
     pub intra_threads: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub onnxruntime_library: Option<PathBuf>,
+    /// Serve a model trained on features from other code (its contract says so). Off: such a
+    /// model is refused at start and on hot swap.
+    pub allow_foreign_features: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,6 +239,8 @@ impl Default for StreamConfig {
             no_data_timeout_s: 2.0,
             ring_seconds: 10.0,
             waiting_log_interval_s: 5.0,
+            default_unit: crate::features::units::MICROVOLTS.into(),
+            min_coverage: 0.5,
         }
     }
 }
@@ -254,6 +263,7 @@ impl Default for ModelConfig {
             watch: true,
             intra_threads: 1,
             onnxruntime_library: None,
+            allow_foreign_features: false,
         }
     }
 }
@@ -436,6 +446,21 @@ impl Config {
             non_empty("stream.source_id", n)?;
         }
         positive("stream.no_data_timeout_s", s.no_data_timeout_s)?;
+        if crate::features::units::to_microvolts(&s.default_unit).is_none() {
+            return Err(ConfigError::invalid(
+                "stream.default_unit",
+                format!(
+                    "must be a voltage unit: uV, mV, V or nV (got {:?})",
+                    s.default_unit
+                ),
+            ));
+        }
+        if !(0.0..=1.0).contains(&s.min_coverage) {
+            return Err(ConfigError::invalid(
+                "stream.min_coverage",
+                format!("must be between 0 and 1 (got {:?})", s.min_coverage),
+            ));
+        }
         positive("stream.waiting_log_interval_s", s.waiting_log_interval_s)?;
 
         let f = &self.features;

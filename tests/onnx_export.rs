@@ -8,10 +8,10 @@ use prost::Message;
 use rand::SeedableRng;
 use rand_distr::{Distribution, Normal};
 
+use affectd::features::FeatureConfig;
 use affectd::features::{BANDS, GRID_CELLS, INPUT_LEN};
 use affectd::infer::contract::{
-    Calibration, ContractError, ModelContract, Provenance, Quantization, CONTRACT_KEY,
-    CONTRACT_VERSION,
+    Calibration, ContractError, FeatureSpec, ModelContract, CONTRACT_KEY,
 };
 use affectd::infer::model::{softmax, Model, ModelError};
 use affectd::infer::runtime;
@@ -20,56 +20,29 @@ use affectd::train::export::{build_fp32_model, build_qdq_model, fused_op_types, 
 use affectd::train::net_params::{NetParams, QuantParams};
 use affectd::train::reference::{calibrate_minmax, forward_fake_quant, forward_fp32, random_net};
 
-const BANDS_HZ: [[f64; 2]; 5] = [
-    [1.0, 4.0],
-    [4.0, 8.0],
-    [8.0, 14.0],
-    [14.0, 31.0],
-    [31.0, 50.0],
-];
 const VENV_PYTHON: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/.venv/bin/python");
 
 fn contract() -> ModelContract {
     // Non-trivial statistics so that a wrong normalisation shows.
-    ModelContract {
-        contract_version: CONTRACT_VERSION,
-        input_name: "de_grid".into(),
-        input_shape: [-1, 5, 9, 9],
-        output_name: "logits".into(),
-        classes: affectd::CLASSES.iter().map(|s| s.to_string()).collect(),
-        bands_hz: BANDS_HZ.to_vec(),
-        window_s: 1.0,
-        hop_s: 0.25,
-        min_sample_rate_hz: 100.0,
-        norm_mean: (0..INPUT_LEN).map(|k| 1.0 + (k % 7) as f32 * 0.5).collect(),
-        norm_std: (0..INPUT_LEN)
-            .map(|k| 0.5 + (k % 5) as f32 * 0.25)
-            .collect(),
-        quantization: Quantization {
-            format: "int8-qdq".into(),
-            weight_bits: 8,
-            activation_bits: 8,
-            range_estimator: "minmax".into(),
-            qat: false,
-        },
-        calibration: Calibration {
-            method: "random".into(),
-            k: 256,
-            ranking: "most-prefrontal".into(),
-            region_cells: vec![3, 4, 5, 12, 14],
-        },
-        provenance: Provenance {
-            affectd_version: env!("CARGO_PKG_VERSION").into(),
-            dataset_sha256: "0".repeat(64),
-            dataset_description: "random inputs (test)".into(),
-            train_samples: 0,
-            seed: 42,
-            command: "cargo test --test onnx_export".into(),
-            created: "2026-11-27T00:00:00Z".into(),
-            test_accuracy: 0.0,
-            test_macro_f1: 0.0,
-        },
-    }
+    let mut c = ModelContract::new(
+        affectd::CLASSES.iter().map(|s| s.to_string()).collect(),
+        FeatureSpec::of(&FeatureConfig::default()),
+    );
+    c.norm_mean = (0..INPUT_LEN).map(|k| 1.0 + (k % 7) as f32 * 0.5).collect();
+    c.norm_std = (0..INPUT_LEN)
+        .map(|k| 0.5 + (k % 5) as f32 * 0.25)
+        .collect();
+    c.calibration = Calibration {
+        method: "random".into(),
+        k: 256,
+        ranking: "most-prefrontal".into(),
+        region_cells: vec![3, 4, 5, 12, 14],
+    };
+    c.provenance.dataset_sha256 = "0".repeat(64);
+    c.provenance.dataset_description = "random inputs (test)".into();
+    c.provenance.seed = 42;
+    c.provenance.command = "cargo test --test onnx_export".into();
+    c
 }
 
 fn normal_inputs(seed: u64, batch: usize) -> Vec<f32> {
@@ -281,7 +254,7 @@ fn exported_models_pass_the_onnx_full_checker() {
                  m = onnx.load(sys.argv[1])\n\
                  onnx.checker.check_model(m, full_check=True)\n\
                  meta = {p.key: p.value for p in m.metadata_props}\n\
-                 print(json.loads(meta[sys.argv[2]])['window_s'], m.opset_import[0].version)",
+                 print(json.loads(meta[sys.argv[2]])['features']['window_s'], m.opset_import[0].version)",
             )
             .arg(&path)
             .arg(CONTRACT_KEY)
@@ -349,29 +322,45 @@ fn load_reports_missing_corrupt_and_contractless_models() {
 }
 
 #[test]
-fn check_serves_names_the_setting_that_differs() {
+fn the_contract_read_from_the_file_is_checked_against_the_daemon_by_field() {
     let (net, q) = quantised_net(7);
     let bytes = build_qdq_model(&net, &q, &contract()).unwrap();
     let model = Model::from_bytes(&bytes, "serves", 1).unwrap();
-    model.check_serves(200.0, 1.0, 0.25, &BANDS_HZ).unwrap();
-    let what = |r: Result<(), ContractError>| match r {
-        Err(ContractError::Mismatch { what, .. }) => what,
+    // The export sets the format fields; everything else comes back as written.
+    let mut written = contract();
+    written.quantization.weight_bits = q.weight_bits;
+    assert_eq!(model.contract(), &written);
+    let daemon = |f: fn(&mut FeatureConfig)| {
+        let mut cfg = FeatureConfig::default();
+        f(&mut cfg);
+        FeatureSpec::of(&cfg)
+    };
+    let field = |d: FeatureSpec, rate: f64| match model.contract().check_serves(&d, rate, false) {
+        Err(ContractError::Mismatch { field, .. }) => field,
         other => panic!("expected Mismatch, got {other:?}"),
     };
-    let err = model.check_serves(200.0, 2.0, 0.25, &BANDS_HZ).unwrap_err();
-    assert!(err.to_string().contains("window_s"), "{err}");
-    assert_eq!(what(Err(err)), "window_s");
+    model
+        .contract()
+        .check_serves(&daemon(|_| {}), 200.0, false)
+        .unwrap();
     assert_eq!(
-        what(model.check_serves(200.0, 1.0, 0.5, &BANDS_HZ)),
-        "hop_s"
+        field(daemon(|f| f.window_s = 2.0), 200.0),
+        "features.window_s"
     );
-    let mut bands = BANDS_HZ;
-    bands[4] = [31.0, 45.0];
+    assert_eq!(field(daemon(|f| f.hop_s = 0.5), 200.0), "features.hop_s");
     assert_eq!(
-        what(model.check_serves(200.0, 1.0, 0.25, &bands)),
-        "bands_hz"
+        field(daemon(|f| f.notch_hz = Some(60.0)), 200.0),
+        "features.notch_hz"
     );
-    assert!(what(model.check_serves(64.0, 1.0, 0.25, &BANDS_HZ)).contains("sample rate"));
+    assert_eq!(
+        field(daemon(|f| f.bandpass_hz = None), 200.0),
+        "features.bandpass_hz"
+    );
+    assert_eq!(
+        field(daemon(|f| f.bands_hz[4] = [31.0, 45.0]), 200.0),
+        "features.bands_hz"
+    );
+    assert_eq!(field(daemon(|_| {}), 64.0), "features.min_sample_rate_hz");
 }
 
 #[test]

@@ -770,6 +770,8 @@ fn grafana_dashboard_imports_as_is_and_shows_every_metric() {
     let m = Metrics::new();
     let classes = vec!["a".to_string()];
     for e in [
+        // First: a class-set change clears the probability series that Prediction sets again.
+        Event::OutputClassesChanged,
         Event::SamplesReceived { n: 1 },
         Event::SamplesDropped {
             reason: "gap",
@@ -795,6 +797,7 @@ fn grafana_dashboard_imports_as_is_and_shows_every_metric() {
         },
         Event::ModelRejected { reason: "contract" },
         Event::ModelSwapped,
+        Event::MontageCoverage(0.5),
         Event::OutputDropped { sink: "lsl", n: 1 },
         Event::RecorderBytes(10),
         Event::RecorderStopped {

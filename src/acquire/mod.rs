@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Sender, TrySendError};
 
+use crate::outputs::metrics::Heartbeat;
 use lsl_ffi::{Inlet, LslError, ResolvedInfo, Resolver};
 pub use ring::SampleReader;
 pub use stream::{StreamDescription, StreamPredicate};
@@ -170,19 +171,30 @@ pub fn spawn_acquisition(
 ) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("affectd-acquire".into())
-        .spawn(move || {
-            let mut acq = Acquisition {
-                cfg,
-                events,
-                raw_tap,
-                stop,
-            };
-            if let Err(e) = acq.run() {
-                tracing::error!(error = %e, "acquisition stopped");
-                let _ = acq.events.send(AcquireEvent::Fatal(e.to_string()));
-            }
-        })
+        .spawn(move || run_acquisition(cfg, events, raw_tap, stop, None))
         .expect("the OS could not start the acquisition thread")
+}
+
+/// The acquisition body, for a thread the caller owns (see [`spawn_acquisition`]); beats
+/// `heartbeat` at least every [`PULL_TIMEOUT_S`] / [`RESOLVE_POLL`] while it runs.
+pub fn run_acquisition(
+    cfg: AcquireConfig,
+    events: Sender<AcquireEvent>,
+    raw_tap: Option<Sender<RawChunk>>,
+    stop: Arc<AtomicBool>,
+    heartbeat: Option<Heartbeat>,
+) {
+    let mut acq = Acquisition {
+        cfg,
+        events,
+        raw_tap,
+        stop,
+        heartbeat,
+    };
+    if let Err(e) = acq.run() {
+        tracing::error!(error = %e, "acquisition stopped");
+        let _ = acq.events.send(AcquireEvent::Fatal(e.to_string()));
+    }
 }
 
 struct Acquisition {
@@ -190,6 +202,7 @@ struct Acquisition {
     events: Sender<AcquireEvent>,
     raw_tap: Option<Sender<RawChunk>>,
     stop: Arc<AtomicBool>,
+    heartbeat: Option<Heartbeat>,
 }
 
 /// Why a connection ended.
@@ -201,7 +214,12 @@ enum Ended {
 }
 
 impl Acquisition {
+    /// Whether stop was requested; every wait of this thread goes through here, so it also
+    /// beats the heartbeat.
     fn stopped(&self) -> bool {
+        if let Some(h) = &self.heartbeat {
+            h.beat();
+        }
         self.stop.load(Ordering::Relaxed)
     }
 

@@ -208,6 +208,8 @@ pub struct FeatureExtractor {
     /// For each channel, its cell; for each cell, 1 / (number of channels in it) or 0.
     cell_of_channel: Vec<Option<usize>>,
     cell_weight: Vec<f32>,
+    /// Per-channel factor to microvolts (see [`super::units`]); None = already microvolts.
+    scale: Option<Vec<f64>>,
 }
 
 impl FeatureExtractor {
@@ -250,8 +252,17 @@ impl FeatureExtractor {
                 .iter()
                 .map(|&n| if n == 0 { 0.0 } else { 1.0 / n as f32 })
                 .collect(),
+            scale: None,
             cfg,
         })
+    }
+
+    /// Multiplies channel `ch`'s samples by `scales[ch]` before anything else (unit conversion to
+    /// microvolts, [`super::units::channel_scales`]); all-ones means no scaling.
+    pub fn with_channel_scales(mut self, scales: Vec<f64>) -> Self {
+        assert_eq!(scales.len(), self.channels, "one scale per channel");
+        self.scale = scales.iter().any(|s| *s != 1.0).then_some(scales);
+        self
     }
 
     pub fn config(&self) -> &FeatureConfig {
@@ -274,8 +285,17 @@ impl FeatureExtractor {
         if sample.len() == self.channels {
             // Branch-free scan first (vectorises); the per-channel repair only when needed.
             let bad = sample.iter().fold(false, |acc, v| acc | !v.is_finite());
-            for (dst, &v) in self.sample.iter_mut().zip(sample) {
-                *dst = f64::from(v);
+            match &self.scale {
+                None => {
+                    for (dst, &v) in self.sample.iter_mut().zip(sample) {
+                        *dst = f64::from(v);
+                    }
+                }
+                Some(scale) => {
+                    for ((dst, &v), s) in self.sample.iter_mut().zip(sample).zip(scale) {
+                        *dst = f64::from(v) * s;
+                    }
+                }
             }
             if bad {
                 for (ch, dst) in self.sample.iter_mut().enumerate() {
@@ -363,7 +383,27 @@ pub fn extract_all(
             channels,
         });
     }
-    let mut fx = FeatureExtractor::new(cfg.clone(), grid.clone())?;
+    extract_with(
+        FeatureExtractor::new(cfg.clone(), grid.clone())?,
+        data,
+        timestamps,
+    )
+}
+
+/// [`extract_all`] through a given extractor (e.g. one with channel scales).
+pub fn extract_with(
+    mut fx: FeatureExtractor,
+    data: &[f32],
+    timestamps: &[f64],
+) -> Result<Vec<WindowOutcome>, FeatureError> {
+    let channels = fx.channels;
+    if data.len() != timestamps.len() * channels {
+        return Err(FeatureError::DataShape {
+            data_len: data.len(),
+            timestamps: timestamps.len(),
+            channels,
+        });
+    }
     Ok(data
         .chunks_exact(channels)
         .zip(timestamps)

@@ -28,13 +28,14 @@ pub mod extractor;
 pub mod filter;
 pub mod grid;
 pub mod spectrum;
+pub mod units;
 
 #[cfg(test)]
 mod reference_tests;
 
 pub use extractor::{
-    extract_all, DropReason, FeatureConfig, FeatureError, FeatureExtractor, FeatureWindow,
-    WindowOutcome,
+    extract_all, extract_with, DropReason, FeatureConfig, FeatureError, FeatureExtractor,
+    FeatureWindow, WindowOutcome,
 };
 pub use grid::{
     cell_label, cells_for_labels, default_prefrontal_cells, GridMap, MontageError, BANDS, GRID,

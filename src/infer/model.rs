@@ -31,6 +31,20 @@ pub enum ModelError {
     Inference(String),
 }
 
+impl ModelError {
+    /// A short, fixed name of the error's kind (for metric labels).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ModelError::NotFound(_) => "not_found",
+            ModelError::Corrupt { .. } => "corrupt",
+            ModelError::Contract(c) => c.reason(),
+            ModelError::Io { .. } => "io",
+            ModelError::Runtime(_) => "runtime",
+            ModelError::Inference(_) => "inference",
+        }
+    }
+}
+
 pub struct Model {
     session: Session,
     contract: ModelContract,
@@ -141,52 +155,6 @@ impl Model {
     /// The file the model was loaded from (None for [`Model::from_bytes`]).
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
-    }
-
-    /// Whether this model can serve features computed with the daemon's settings; the error names
-    /// the first setting that differs.
-    pub fn check_serves(
-        &self,
-        sample_rate_hz: f64,
-        window_s: f64,
-        hop_s: f64,
-        bands_hz: &[[f64; 2]],
-    ) -> Result<(), ContractError> {
-        let c = &self.contract;
-        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs()).max(1.0);
-        let mismatch = |what, model: String, daemon: String| {
-            Err(ContractError::Mismatch {
-                what,
-                model,
-                daemon,
-            })
-        };
-        if !close(c.window_s, window_s) {
-            return mismatch("window_s", c.window_s.to_string(), window_s.to_string());
-        }
-        if !close(c.hop_s, hop_s) {
-            return mismatch("hop_s", c.hop_s.to_string(), hop_s.to_string());
-        }
-        let same_bands = c.bands_hz.len() == bands_hz.len()
-            && c.bands_hz
-                .iter()
-                .zip(bands_hz)
-                .all(|(a, b)| close(a[0], b[0]) && close(a[1], b[1]));
-        if !same_bands {
-            return mismatch(
-                "bands_hz",
-                format!("{:?}", c.bands_hz),
-                format!("{bands_hz:?}"),
-            );
-        }
-        if sample_rate_hz < c.min_sample_rate_hz {
-            return mismatch(
-                "sample rate (Hz) >=",
-                c.min_sample_rate_hz.to_string(),
-                sample_rate_hz.to_string(),
-            );
-        }
-        Ok(())
     }
 
     /// Runs the network on already normalised input [batch, 5, 9, 9]; returns logits

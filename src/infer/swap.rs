@@ -13,6 +13,7 @@ use crossbeam_channel::{Receiver, Sender};
 use notify::{RecursiveMode, Watcher};
 
 use crate::infer::model::Model;
+use crate::infer::Refusal;
 
 /// How long a file must stay quiet after a change before it is reported (an install writes,
 /// fsyncs and renames: several events for one change).
@@ -100,7 +101,7 @@ pub enum ModelCandidate {
     Ready(Box<Model>),
     /// Same content as the serving model (a touch, a re-install of the same file).
     Unchanged,
-    Rejected(String),
+    Rejected(Refusal),
 }
 
 /// Loads and validates a model file off the inference thread. `serves` checks the contract
@@ -109,7 +110,7 @@ pub fn try_model(
     path: &Path,
     intra_threads: usize,
     current_id: &str,
-    serves: impl Fn(&Model) -> Result<(), String>,
+    serves: impl Fn(&Model) -> Result<(), Refusal>,
 ) -> ModelCandidate {
     match Model::load(path, intra_threads) {
         Ok(model) if model.id() == current_id => ModelCandidate::Unchanged,
@@ -117,7 +118,7 @@ pub fn try_model(
             Ok(()) => ModelCandidate::Ready(Box::new(model)),
             Err(why) => ModelCandidate::Rejected(why),
         },
-        Err(e) => ModelCandidate::Rejected(e.to_string()),
+        Err(e) => ModelCandidate::Rejected(Refusal::from(&e)),
     }
 }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tiny_http::{Header, Method, Request, Response, Server};
 
-use super::metrics::{Health, Metrics};
+use super::metrics::{Health, Metrics, MAX_HEARTBEAT_AGE};
 
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
@@ -104,7 +104,14 @@ fn respond(request: Request, metrics: &Metrics, health: &Health, max_output_age:
             200,
             "text/plain; version=0.0.4; charset=utf-8",
         ),
-        (Method::Get | Method::Head, "/healthz") => text("ok\n".into(), 200, plain),
+        (Method::Get | Method::Head, "/healthz") => {
+            let stalled = health.stalled(MAX_HEARTBEAT_AGE);
+            if stalled.is_empty() {
+                text("ok\n".into(), 200, plain)
+            } else {
+                text(format!("not alive: {}\n", stalled.join(", ")), 503, plain)
+            }
+        }
         (Method::Get | Method::Head, "/readyz") => {
             let r = health.ready(max_output_age);
             if r.ready {

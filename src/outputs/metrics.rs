@@ -25,6 +25,9 @@ pub const LATENCY_BUCKETS: &[f64] = &[
     100e-6, 250e-6, 500e-6, 1e-3, 2e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1.0,
 ];
 
+/// A pipeline loop that has not beaten for this long is stalled: /healthz answers 503.
+pub const MAX_HEARTBEAT_AGE: Duration = Duration::from_secs(5);
+
 /// What happened, as the stages say it. See docs/service.md for the metric each one feeds.
 #[derive(Debug, Clone, Copy)]
 pub enum Event<'a> {
@@ -63,9 +66,14 @@ pub enum Event<'a> {
         format: &'a str,
         calibration: &'a str,
     },
+    /// A model file refused; `reason` is one of a fixed set ([`crate::infer::Refusal`]).
     ModelRejected {
-        reason: &'a str,
+        reason: &'static str,
     },
+    /// Share of the serving model's trained grid cells that the connected stream fills.
+    MontageCoverage(f64),
+    /// The Emotion outputs were re-created for another class set (a hot swap).
+    OutputClassesChanged,
     ModelSwapped,
     /// Outputs a sink could not take (e.g. its queue was full), by sink.
     OutputDropped {
@@ -104,6 +112,8 @@ pub struct Metrics {
     current_model: Mutex<Option<[String; 4]>>,
     model_rejected: IntCounterVec,
     model_swaps: IntCounter,
+    montage_coverage: Gauge,
+    output_class_changes: IntCounter,
     output_dropped: IntCounterVec,
     recorder_bytes: IntCounter,
     recorder_stopped: IntCounterVec,
@@ -208,6 +218,14 @@ impl Metrics {
                 "model_swaps_total",
                 "Models hot-swapped in while running."
             ))?),
+            montage_coverage: reg!(Gauge::with_opts(opts(
+                "montage_coverage_ratio",
+                "Share of the serving model's trained grid cells the connected stream fills."
+            ))?),
+            output_class_changes: reg!(IntCounter::with_opts(opts(
+                "output_class_changes_total",
+                "Times the Emotion outputs were re-created for a model with another class set."
+            ))?),
             output_dropped: reg!(IntCounterVec::new(
                 opts(
                     "output_dropped_total",
@@ -311,6 +329,12 @@ impl Metrics {
                 self.model_rejected.with_label_values(&[reason]).inc()
             }
             Event::ModelSwapped => self.model_swaps.inc(),
+            Event::MontageCoverage(share) => self.montage_coverage.set(share),
+            Event::OutputClassesChanged => {
+                self.output_class_changes.inc();
+                // The old classes' probability series would otherwise linger.
+                self.class_probability.reset();
+            }
             Event::OutputDropped { sink, n } => {
                 self.output_dropped.with_label_values(&[sink]).inc_by(n)
             }
@@ -376,6 +400,8 @@ pub struct Health {
     /// Heartbeat slots by loop name; [`Health::heartbeat`] uses the slot "pipeline".
     slots: Mutex<Vec<(&'static str, Arc<AtomicU64>)>>,
     default_slot: std::sync::OnceLock<Heartbeat>,
+    /// Supervised threads that have ended (see pipeline::supervisor).
+    exited: Mutex<Vec<&'static str>>,
 }
 
 impl Default for Health {
@@ -387,6 +413,7 @@ impl Default for Health {
             last_output_ns: AtomicU64::new(NEVER),
             slots: Mutex::new(Vec::new()),
             default_slot: std::sync::OnceLock::new(),
+            exited: Mutex::new(Vec::new()),
         }
     }
 }
@@ -444,26 +471,43 @@ impl Health {
             .beat();
     }
 
-    /// Names of the slots that have not beaten within `max_age`. Before any slot exists the
-    /// daemon gets `max_age` from start-up to register one; after that, "pipeline (no heartbeat)"
-    /// is reported.
+    /// A supervised thread has ended: from now on the daemon is not alive.
+    pub fn mark_thread_exited(&self, name: &'static str) {
+        self.exited
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(name);
+    }
+
+    /// Names of the supervised threads that have ended, in order.
+    pub fn exited_threads(&self) -> Vec<&'static str> {
+        self.exited
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Names of the slots that have not beaten within `max_age`, then of the threads that have
+    /// ended. Before any slot exists the daemon gets `max_age` from start-up to register one;
+    /// after that, "pipeline (no heartbeat)" is reported.
     pub fn stalled(&self, max_age: Duration) -> Vec<&'static str> {
-        let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
-        if slots.is_empty() {
-            return if self.start.elapsed() > max_age {
+        let mut stalled: Vec<&'static str> = {
+            let slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
+            if slots.is_empty() && self.start.elapsed() > max_age {
                 vec!["pipeline (no heartbeat)"]
             } else {
-                Vec::new()
-            };
-        }
-        slots
-            .iter()
-            .filter(|(_, ns)| {
-                self.age(ns.load(Ordering::Relaxed))
-                    .is_none_or(|a| a > max_age)
-            })
-            .map(|(name, _)| *name)
-            .collect()
+                slots
+                    .iter()
+                    .filter(|(_, ns)| {
+                        self.age(ns.load(Ordering::Relaxed))
+                            .is_none_or(|a| a > max_age)
+                    })
+                    .map(|(name, _)| *name)
+                    .collect()
+            }
+        };
+        stalled.extend(self.exited_threads());
+        stalled
     }
 
     /// True while every pipeline loop has beaten within `max_heartbeat_age`.
@@ -628,5 +672,8 @@ mod tests {
         assert_eq!(h.stalled(Duration::from_millis(40)), ["infer"]);
         b.beat();
         assert!(h.alive(Duration::from_millis(40)));
+        h.mark_thread_exited("outputs");
+        assert_eq!(h.stalled(Duration::from_secs(5)), ["outputs"]);
+        assert!(!h.alive(Duration::from_secs(5)));
     }
 }

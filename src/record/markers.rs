@@ -40,12 +40,20 @@ pub fn spawn_marker_reader(
 ) -> JoinHandle<()> {
     std::thread::Builder::new()
         .name("markers".into())
-        .spawn(move || {
-            if let Err(e) = run(&stream_types, &items, first_id, &stop) {
-                tracing::error!("marker reader stopped: {e}");
-            }
-        })
+        .spawn(move || run_marker_reader(&stream_types, &items, first_id, &stop))
         .expect("spawning the marker thread")
+}
+
+/// The marker reader's body, for a thread the caller owns (see [`spawn_marker_reader`]).
+pub fn run_marker_reader(
+    stream_types: &[String],
+    items: &Sender<RecordItem>,
+    first_id: u32,
+    stop: &AtomicBool,
+) {
+    if let Err(e) = run(stream_types, items, first_id, stop) {
+        tracing::error!("marker reader stopped: {e}");
+    }
 }
 
 fn predicate(types: &[String]) -> String {

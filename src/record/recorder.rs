@@ -96,8 +96,17 @@ pub fn spawn_recorder(
 ) -> JoinHandle<RecorderSummary> {
     std::thread::Builder::new()
         .name("recorder".into())
-        .spawn(move || Recorder::new(cfg, events).run(items))
+        .spawn(move || run_recorder(cfg, items, events))
         .expect("spawning the recorder thread")
+}
+
+/// The recorder's body, for a thread the caller owns (see [`spawn_recorder`]).
+pub fn run_recorder(
+    cfg: RecorderConfig,
+    items: Receiver<RecordItem>,
+    events: Sender<RecorderEvent>,
+) -> RecorderSummary {
+    Recorder::new(cfg, events).run(items)
 }
 
 struct Recorder {

@@ -15,7 +15,7 @@ use super::recordings::{session_files, sessions_dataset, simulated_dataset};
 use super::run::{run_on, Compare, TrainOutcome, TrainRunOptions};
 use crate::config::Config;
 use crate::features::FeatureConfig;
-use crate::infer::contract::{ModelContract, Provenance, CONTRACT_VERSION};
+use crate::infer::contract::{FeatureSpec, LabelSource, ModelContract, Provenance};
 use crate::infer::model::Model;
 use crate::record::labels::LabelMapping;
 
@@ -94,8 +94,9 @@ struct CommonArgs {
     cam_target: CamArg,
     #[arg(long, value_enum, default_value_t = RangeArg::Minmax)]
     range: RangeArg,
-    /// Weight bits: 8, or 7 (exact in ORT's fused kernels on CPUs without VNNI).
-    #[arg(long, default_value_t = 8)]
+    /// Weight bits: 7 (default: exact in ORT's fused kernels on every x86 CPU, including AVX2
+    /// without VNNI, where 8-bit weights saturate int16 sums) or 8.
+    #[arg(long, default_value_t = 7)]
     weight_bits: u32,
     /// Stop after calibration (PTQ), no QAT fine-tuning.
     #[arg(long)]
@@ -162,8 +163,18 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
         }
         (None, None) => anyhow::bail!("give --data FILE.npz or --synthetic SECONDS"),
     };
+    let labels = match &args.data {
+        Some(path) => LabelSource {
+            kind: "npz".into(),
+            description: format!("'label' array of {}", path.display()),
+        },
+        None => LabelSource {
+            kind: "simulator".into(),
+            description: "the simulated states".into(),
+        },
+    };
     let out = args.common.out.clone().unwrap_or(config.model.path.clone());
-    train_and_install(&args.common, train, test, &features, &out)
+    train_and_install(&args.common, train, test, &features, labels, &out)
 }
 
 pub fn retrain(args: RetrainArgs) -> anyhow::Result<()> {
@@ -181,14 +192,22 @@ pub fn retrain(args: RetrainArgs) -> anyhow::Result<()> {
         mapping = mapping.with_alias(label, index as u8)?;
     }
     let files = session_files(&args.sessions)?;
-    let data = sessions_dataset(&files, &features, &mapping)?;
+    let data = sessions_dataset(&files, &features, &mapping, &config.stream.default_unit)?;
     let (train, test) = data.split_by_group(0.2, args.common.seed);
     anyhow::ensure!(
         !test.is_empty(),
         "the sessions hold a single labelled stimulus; record several to hold some out for testing"
     );
+    let labels = LabelSource {
+        kind: "markers".into(),
+        description: format!(
+            "stimulus_start:/stimulus_end: markers in {} session file(s) under {}",
+            files.len(),
+            args.sessions.display()
+        ),
+    };
     let out = args.common.out.clone().unwrap_or(config.model.path.clone());
-    train_and_install(&args.common, train, test, &features, &out)
+    train_and_install(&args.common, train, test, &features, labels, &out)
 }
 
 fn feature_config(config: &Config) -> FeatureConfig {
@@ -247,13 +266,14 @@ fn train_and_install(
     train: Dataset,
     test: Dataset,
     features: &FeatureConfig,
+    labels: LabelSource,
     out: &Path,
 ) -> anyhow::Result<()> {
     let started = Instant::now();
     let opts = run_options(args);
     let outcome = super::fit::with_threads(opts.fp32.threads, || run_on(&opts, train, test))??;
     let command = std::env::args().collect::<Vec<_>>().join(" ");
-    let contract = contract_for(&outcome, features, &command);
+    let contract = contract_for(&outcome, features, labels, &command);
     let export = export_and_verify(&outcome, &contract)?;
     let dir = out
         .parent()
@@ -284,18 +304,13 @@ fn train_and_install(
 pub fn contract_for(
     outcome: &TrainOutcome,
     features: &FeatureConfig,
+    labels: LabelSource,
     command: &str,
 ) -> ModelContract {
+    let classes = crate::CLASSES.iter().map(|c| c.to_string()).collect();
     ModelContract {
-        contract_version: CONTRACT_VERSION,
-        input_name: "de_grid".into(),
-        input_shape: [-1, 5, 9, 9],
-        output_name: "logits".into(),
-        classes: crate::CLASSES.iter().map(|c| c.to_string()).collect(),
-        bands_hz: features.bands_hz.to_vec(),
-        window_s: features.window_s,
-        hop_s: features.hop_s,
-        min_sample_rate_hz: 2.0 * features.bands_hz[4][1],
+        labels,
+        trained_cells: outcome.trained_cells.clone(),
         norm_mean: outcome.normalizer.mean.clone(),
         norm_std: outcome.normalizer.std.clone(),
         quantization: outcome.quantization_contract(),
@@ -311,6 +326,7 @@ pub fn contract_for(
             test_accuracy: outcome.test_metrics.accuracy,
             test_macro_f1: outcome.test_metrics.macro_f1,
         },
+        ..ModelContract::new(classes, FeatureSpec::of(features))
     }
 }
 

@@ -2,7 +2,10 @@
 //! QLinearConv / QGemm, the fp32 graph, the atomic install into a models directory, and a look at
 //! what ORT makes of a graph after optimisation.
 //!
-//! The QDQ graph follows `net_params.rs` (see DESIGN.md for why these choices fuse):
+//! The QDQ graph follows `net_params.rs`. These choices are what ORT needs to fuse the graph into
+//! real int8 kernels: per-output-channel symmetric int8 weights, activations after ReLU quantised
+//! with zero point -128 (a zero point of 0 blocks fusion and ran 3x slower than fp32), and int32
+//! bias through DequantizeLinear with scale s_in * s_w.
 //!
 //! ```text
 //! input f32 [batch,5,9,9] -> Q(s_in, 0) -> DQ
@@ -510,47 +513,15 @@ fn value_info(name: &str, dims: Vec<tensor_shape_proto::Dimension>) -> ValueInfo
 mod tests {
     use super::*;
     use crate::features::INPUT_LEN;
-    use crate::infer::contract::{Calibration, Provenance, Quantization, CONTRACT_VERSION};
     use crate::train::reference::{calibrate_minmax, random_net};
 
     fn contract() -> ModelContract {
-        ModelContract {
-            contract_version: CONTRACT_VERSION,
-            input_name: "x".into(),
-            input_shape: [-1, 5, 9, 9],
-            output_name: "logits".into(),
-            classes: vec!["a".into(), "b".into(), "c".into()],
-            bands_hz: vec![[1.0, 4.0]; 5],
-            window_s: 1.0,
-            hop_s: 0.5,
-            min_sample_rate_hz: 100.0,
-            norm_mean: vec![0.0; INPUT_LEN],
-            norm_std: vec![1.0; INPUT_LEN],
-            quantization: Quantization {
-                format: "whatever".into(),
-                weight_bits: 0,
-                activation_bits: 0,
-                range_estimator: "minmax".into(),
-                qat: true,
-            },
-            calibration: Calibration {
-                method: "all".into(),
-                k: 1,
-                ranking: "most-prefrontal".into(),
-                region_cells: vec![],
-            },
-            provenance: Provenance {
-                affectd_version: "test".into(),
-                dataset_sha256: String::new(),
-                dataset_description: String::new(),
-                train_samples: 0,
-                seed: 0,
-                command: String::new(),
-                created: String::new(),
-                test_accuracy: 0.0,
-                test_macro_f1: 0.0,
-            },
-        }
+        let mut c = crate::infer::contract::tests::contract();
+        c.input_name = "x".into();
+        c.classes = vec!["a".into(), "b".into(), "c".into()];
+        c.quantization.format = "whatever".into();
+        c.quantization.qat = true;
+        c
     }
 
     fn error_text(r: anyhow::Result<Vec<u8>>) -> String {

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use sha2::{Digest, Sha256};
 
-use crate::features::{extract_all, FeatureConfig, GridMap, WindowOutcome};
+use crate::features::units::channel_scales;
+use crate::features::{extract_with, FeatureConfig, FeatureExtractor, GridMap, WindowOutcome};
 use crate::record::labels::{labelled_intervals, marker_events, session_streams, LabelMapping};
 use crate::record::xdf::{read_xdf, TimeSeries};
 use crate::simulate::{synth_session, SimConfig};
@@ -18,6 +19,10 @@ use crate::train::dataset::Dataset;
 pub struct Recording<'a> {
     pub channels: &'a [String],
     pub channel_types: Option<&'a [String]>,
+    /// Channel units as declared (empty = none declared); converted to microvolts as live.
+    pub units: &'a [String],
+    /// Unit of channels that declare none (`stream.default_unit`).
+    pub default_unit: &'a str,
     pub sample_rate_hz: f64,
     pub data: &'a [f32],
     pub timestamps: &'a [f64],
@@ -58,9 +63,12 @@ pub fn add_recording(
         sample_rate_hz: rec.sample_rate_hz,
         ..features.clone()
     };
+    let used: Vec<bool> = grid.cell_of_channel.iter().map(Option::is_some).collect();
+    let (scales, _) = channel_scales(rec.units, rec.channels, used.len(), &used, rec.default_unit)?;
+    let extractor = FeatureExtractor::new(cfg, grid)?.with_channel_scales(scales);
     let intervals = labelled_intervals(rec.markers, mapping)?;
     let mut counts = WindowCounts::default();
-    for outcome in extract_all(&cfg, &grid, rec.data, rec.timestamps)? {
+    for outcome in extract_with(extractor, rec.data, rec.timestamps)? {
         let window = match outcome {
             WindowOutcome::Ready(w) => w,
             WindowOutcome::Dropped { .. } => {
@@ -122,6 +130,8 @@ pub fn simulated_dataset(
         let rec = Recording {
             channels: &session.channels,
             channel_types: None,
+            units: &[],
+            default_unit: crate::features::units::MICROVOLTS,
             sample_rate_hz: session.sample_rate_hz,
             data: &session.data,
             timestamps: &session.timestamps,
@@ -162,6 +172,7 @@ pub fn sessions_dataset(
     files: &[PathBuf],
     features: &FeatureConfig,
     mapping: &LabelMapping,
+    default_unit: &str,
 ) -> anyhow::Result<Dataset> {
     let mut ds = empty_dataset(format!("recorded sessions: {} file(s)", files.len()));
     let mut hash = Sha256::new();
@@ -170,6 +181,10 @@ pub fn sessions_dataset(
         let streams = session_streams(&xdf).with_context(|| format!("{}", path.display()))?;
         let eeg = streams.eeg;
         let channels = eeg.header.channel_labels();
+        let units = eeg.header.channel_units();
+        // Channel types, as the live daemon read them, when the header lists every channel.
+        let types = eeg.header.channel_types();
+        let types = (types.len() == channels.len()).then_some(types);
         let data: Vec<f32> = match &eeg.time_series {
             TimeSeries::F32(v) => v.clone(),
             TimeSeries::F64(v) => v.iter().map(|&x| x as f32).collect(),
@@ -178,7 +193,9 @@ pub fn sessions_dataset(
         let markers = marker_events(&streams.markers);
         let rec = Recording {
             channels: &channels,
-            channel_types: None,
+            channel_types: types.as_deref(),
+            units: &units,
+            default_unit,
             sample_rate_hz: eeg.header.nominal_srate(),
             data: &data,
             timestamps: &eeg.timestamps,
@@ -247,6 +264,8 @@ mod tests {
         let rec = Recording {
             channels: &channels,
             channel_types: None,
+            units: &[],
+            default_unit: "uV",
             sample_rate_hz: fs,
             data: &data,
             timestamps: &timestamps,

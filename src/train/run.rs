@@ -52,7 +52,8 @@ pub struct TrainRunOptions {
     /// Grad-CAM explains the predicted (default) or the true class.
     pub cam_target: CamTarget,
     pub range_estimator: RangeEstimator,
-    /// 8 (default) or 7 (exact in ORT's fused kernels on CPUs without VNNI).
+    /// 7 (default: exact in ORT's fused kernels on CPUs without VNNI, whose u8 x s8 pair sums
+    /// saturate int16 with 8-bit weights) or 8.
     pub weight_bits: u32,
     pub compare: Compare,
     /// Where report.json, summary.txt and report.svg go (none: not written).
@@ -77,7 +78,7 @@ impl TrainRunOptions {
             region_cells: default_prefrontal_cells(),
             cam_target: CamTarget::Predicted,
             range_estimator: RangeEstimator::MinMax,
-            weight_bits: 8,
+            weight_bits: 7,
             compare: Compare::Ptq,
             report_dir: None,
         }
@@ -103,6 +104,8 @@ pub struct TrainOutcome {
     pub test_metrics: Metrics,
     pub dataset_sha256: String,
     pub dataset_description: String,
+    /// Grid cells that held an electrode in the training data.
+    pub trained_cells: Vec<usize>,
     pub train_samples: usize,
     pub seed: u64,
     pub report: TrainReport,
@@ -347,6 +350,7 @@ pub fn run_on(
         test_metrics,
         dataset_sha256: train_all.sha256.clone(),
         dataset_description: train_all.description.clone(),
+        trained_cells: train_all.filled_cells.clone(),
         train_samples: train.len(),
         seed: opts.fp32.seed,
         report,
@@ -409,7 +413,7 @@ mod tests {
         assert_eq!(out.quant.weight_scales.len(), 6);
         assert_eq!(out.calibration_contract().k, 100);
         assert_eq!(out.calibration_contract().ranking, "most-prefrontal");
-        assert_eq!(out.quantization_contract().weight_bits, 8);
+        assert_eq!(out.quantization_contract().weight_bits, 7);
         for f in ["report.json", "summary.txt", "report.svg"] {
             assert!(
                 std::fs::metadata(dir.path().join(f)).unwrap().len() > 100,

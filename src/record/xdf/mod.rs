@@ -225,11 +225,25 @@ impl StreamHeader {
     /// Channel labels from `desc/channels/channel/label` (empty if the stream has none; a
     /// channel without a label gives "").
     pub fn channel_labels(&self) -> Vec<String> {
+        self.channel_field("label")
+    }
+
+    /// Channel units from `desc/channels/channel/unit`, like [`Self::channel_labels`].
+    pub fn channel_units(&self) -> Vec<String> {
+        self.channel_field("unit")
+    }
+
+    /// Channel types from `desc/channels/channel/type`, like [`Self::channel_labels`].
+    pub fn channel_types(&self) -> Vec<String> {
+        self.channel_field("type")
+    }
+
+    fn channel_field(&self, field: &str) -> Vec<String> {
         self.desc()
             .and_then(|d| d.child("channels"))
             .map(|chs| {
                 chs.children_named("channel")
-                    .map(|c| c.child_text("label").unwrap_or("").to_string())
+                    .map(|c| c.child_text(field).unwrap_or("").to_string())
                     .collect()
             })
             .unwrap_or_default()

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs affectd as a systemd service on a Debian-like machine (docs/service.md).
 #
-#   sudo scripts/install.sh [--binary PATH] [--native DIR] [--models DIR]
+#   sudo scripts/install.sh [--binary PATH] [--native DIR] [--models DIR] [--keep-symbols]
 #   DESTDIR=/tmp/stage scripts/install.sh ...   # stage only: no users, no systemctl
 #
 # Lays out:
-#   /usr/bin/affectd                              the binary (rpath $ORIGIN/../lib/affectd)
+#   /usr/bin/affectd                              the binary, stripped (rpath
+#                                                 $ORIGIN/../lib/affectd); --keep-symbols keeps
+#                                                 the line tables for debugging
 #   /usr/lib/affectd/                             liblsl and libonnxruntime (pinned builds)
 #   /usr/lib/systemd/system/affectd.service       the hardened unit
 #   /usr/lib/sysusers.d/affectd.conf              the affectd system user
@@ -20,6 +22,7 @@ destdir=${DESTDIR:-}
 binary="${CARGO_TARGET_DIR:-$root/target}/release/affectd"
 native="$root/.native/lib"
 models="$root/models"
+strip=1
 
 usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 while [ $# -gt 0 ]; do
@@ -27,6 +30,7 @@ while [ $# -gt 0 ]; do
     --binary) binary=$2; shift 2 ;;
     --native) native=$2; shift 2 ;;
     --models) models=$2; shift 2 ;;
+    --keep-symbols) strip=0; shift ;;
     -h|--help) usage 0 ;;
     *) echo "install.sh: unknown argument $1" >&2; usage 2 ;;
   esac
@@ -45,6 +49,8 @@ d() { printf '%s%s' "$destdir" "$1"; }
 say() { echo "install.sh: $*"; }
 
 install -Dm755 "$binary" "$(d /usr/bin/affectd)"
+# The release binary carries line tables (~196 MB); stripped it is ~17 MB.
+[ "$strip" = 1 ] && strip "$(d /usr/bin/affectd)"
 
 # Libraries with their symlinks (liblsl.so.2 is liblsl's soname, what the binary asks for).
 install -d -m755 "$(d /usr/lib/affectd)"

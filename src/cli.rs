@@ -30,8 +30,10 @@ enum Command {
     /// Publish a simulated EEG headset (and its state markers) over LSL.
     Simulate(SimulateArgs),
     /// Train, calibrate (prefrontal Grad-CAM), quantise (QAT) and install an int8 model.
+    #[cfg(feature = "train")]
     Train(crate::train::cli::TrainArgs),
     /// Retrain from recorded sessions (XDF files with labelled markers) and install the model.
+    #[cfg(feature = "train")]
     Retrain(crate::train::cli::RetrainArgs),
     /// Publish the streams of recorded XDF files over LSL, with their metadata and timing.
     Replay(ReplayArgs),
@@ -116,7 +118,9 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => run(args, &log_handle),
         Command::Simulate(args) => simulate(args),
+        #[cfg(feature = "train")]
         Command::Train(args) => crate::train::cli::train(args),
+        #[cfg(feature = "train")]
         Command::Retrain(args) => crate::train::cli::retrain(args),
         Command::Replay(args) => replay(args),
         Command::CheckConfig { file } => crate::config::check(&file)

@@ -18,9 +18,11 @@ pub mod pipeline;
 pub mod record;
 pub mod service;
 pub mod simulate;
+#[cfg(feature = "train")]
 pub mod train;
 
 /// Rust types generated from ONNX's onnx.proto (see build.rs).
+#[cfg(feature = "train")]
 #[allow(clippy::all, missing_docs)]
 pub mod onnx_proto {
     include!(concat!(env!("OUT_DIR"), "/onnx.rs"));

@@ -620,7 +620,10 @@ fn install_and_uninstall_with_destdir() {
     let models = t.path().join("models");
     std::fs::create_dir_all(&native).unwrap();
     std::fs::create_dir_all(&models).unwrap();
-    std::fs::write(native.join("liblsl.so.1.18.0"), b"lsl").unwrap();
+    // The real liblsl (the installed binary is run below); a stand-in for ONNX Runtime, which is
+    // only loaded by `affectd run`.
+    let real_lsl = Path::new(env!("AFFECTD_NATIVE_LIB_DIR")).join("liblsl.so.1.18.0");
+    std::fs::copy(real_lsl, native.join("liblsl.so.1.18.0")).unwrap();
     std::os::unix::fs::symlink("liblsl.so.1.18.0", native.join("liblsl.so.2")).unwrap();
     std::fs::write(native.join("libonnxruntime.so.1.31.1"), b"ort").unwrap();
     std::fs::write(models.join("affectd-int8.onnx"), b"model").unwrap();
@@ -672,6 +675,21 @@ fn install_and_uninstall_with_destdir() {
     .collect();
     assert_eq!(files_under(&stage), expected);
     assert!(stage.join("var/lib/affectd/sessions").is_dir());
+    // Installed stripped, and it still runs with the libraries installed beside it.
+    let installed = stage.join("usr/bin/affectd");
+    let built = std::fs::metadata(env!("CARGO_BIN_EXE_affectd"))
+        .unwrap()
+        .len();
+    assert!(
+        std::fs::metadata(&installed).unwrap().len() < built / 2,
+        "the installed binary is not stripped"
+    );
+    let version = Command::new(&installed).arg("--version").output().unwrap();
+    assert!(
+        version.status.success() && String::from_utf8_lossy(&version.stdout).contains("affectd"),
+        "the installed binary does not run: {}",
+        String::from_utf8_lossy(&version.stderr)
+    );
     assert_eq!(
         std::fs::read_link(stage.join("usr/lib/affectd/liblsl.so.2")).unwrap(),
         Path::new("liblsl.so.1.18.0")

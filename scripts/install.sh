@@ -10,6 +10,8 @@
 #                                                 the line tables for debugging
 #   /usr/lib/affectd/                             liblsl and libonnxruntime (pinned builds)
 #   /usr/lib/systemd/system/affectd.service       the hardened unit
+#   /usr/lib/systemd/system/affectd@.service      the same, one instance per headset
+#                                                 (/etc/affectd/NAME.toml, /var/lib/affectd/NAME)
 #   /usr/lib/sysusers.d/affectd.conf              the affectd system user
 #   /usr/lib/tmpfiles.d/affectd.conf              /var/lib/affectd/{models,sessions}
 #   /etc/affectd/affectd.toml                     config (an existing one is kept; the new
@@ -63,6 +65,7 @@ for f in "$native"/liblsl.so* "$native"/libonnxruntime.so*; do
 done
 
 install -Dm644 "$root/systemd/affectd.service" "$(d /usr/lib/systemd/system/affectd.service)"
+install -Dm644 "$root/systemd/affectd@.service" "$(d /usr/lib/systemd/system/affectd@.service)"
 install -Dm644 "$root/systemd/affectd.sysusers" "$(d /usr/lib/sysusers.d/affectd.conf)"
 install -Dm644 "$root/systemd/affectd.tmpfiles" "$(d /usr/lib/tmpfiles.d/affectd.conf)"
 

@@ -22,9 +22,13 @@ d() { printf '%s%s' "$destdir" "$1"; }
 
 if [ -z "$destdir" ] && command -v systemctl >/dev/null; then
   systemctl disable --now affectd.service 2>/dev/null || true
+  for unit in $(systemctl list-units --all --plain --no-legend 'affectd@*.service' | awk '{print $1}'); do
+    systemctl disable --now "$unit" 2>/dev/null || true
+  done
 fi
 rm -f "$(d /usr/bin/affectd)" \
       "$(d /usr/lib/systemd/system/affectd.service)" \
+      "$(d /usr/lib/systemd/system/affectd@.service)" \
       "$(d /usr/lib/sysusers.d/affectd.conf)" \
       "$(d /usr/lib/tmpfiles.d/affectd.conf)" \
       "$(d /etc/affectd/affectd.toml.new)"

@@ -526,12 +526,15 @@ fn a_second_stop_signal_exits_at_once() {
 // ---------------------------------------------------------------------------------------------
 // systemd unit
 
-/// The unit with its commands pointed at this build, so `verify` can check they exist.
-fn unit_for_this_build(dir: &Path) -> PathBuf {
-    let unit = std::fs::read_to_string(repo("systemd/affectd.service"))
+/// The units: the single service and the per-headset template.
+const UNITS: [&str; 2] = ["affectd.service", "affectd@.service"];
+
+/// A unit with its commands pointed at this build, so `verify` can check they exist.
+fn unit_for_this_build(dir: &Path, name: &str) -> PathBuf {
+    let unit = std::fs::read_to_string(repo(&format!("systemd/{name}")))
         .unwrap()
         .replace("/usr/bin/affectd", env!("CARGO_BIN_EXE_affectd"));
-    let path = dir.join("affectd.service");
+    let path = dir.join(name);
     std::fs::write(&path, unit).unwrap();
     path
 }
@@ -551,44 +554,91 @@ fn systemd_analyze() -> Option<&'static str> {
 fn unit_passes_systemd_analyze_verify() {
     let Some(sa) = systemd_analyze() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let unit = unit_for_this_build(dir.path());
-    let out = Command::new(sa)
-        .args(["verify", "--man=no"])
-        .arg(&unit)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stderr.trim().is_empty(),
-        "verify failed:\n{stderr}"
-    );
+    for name in UNITS {
+        let unit = unit_for_this_build(dir.path(), name);
+        let out = Command::new(sa)
+            .args(["verify", "--man=no"])
+            .arg(&unit)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && stderr.trim().is_empty(),
+            "verify {name} failed:\n{stderr}"
+        );
+    }
 }
 
 #[test]
 fn unit_exposure_score_is_at_most_2() {
     let Some(sa) = systemd_analyze() else { return };
-    let out = Command::new(sa)
-        .args(["security", "--offline=yes"])
-        .arg(repo("systemd/affectd.service"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() && text.is_empty() {
-        println!("SKIPPED: this systemd-analyze has no offline security analysis");
-        return;
+    let dir = tempfile::tempdir().unwrap();
+    // The template is scored as an instance, the way it runs.
+    for (name, scored) in [UNITS[0], "affectd@lab1.service"].into_iter().zip(UNITS) {
+        let path = dir.path().join(name);
+        std::fs::copy(repo(&format!("systemd/{scored}")), &path).unwrap();
+        let out = Command::new(sa)
+            .args(["security", "--offline=yes"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() && text.is_empty() {
+            println!("SKIPPED: this systemd-analyze has no offline security analysis");
+            return;
+        }
+        let prefix = format!("Overall exposure level for {name}: ");
+        let score: f64 = text
+            .lines()
+            .find_map(|l| l.split(prefix.as_str()).nth(1))
+            .and_then(|r| r.split_whitespace().next())
+            .expect("exposure line")
+            .parse()
+            .unwrap();
+        println!("systemd-analyze security exposure of {name}: {score}");
+        assert!(score <= 2.0, "{name}: exposure {score} > 2.0:\n{text}");
     }
-    let score: f64 = text
-        .lines()
-        .find_map(|l| {
-            l.split("Overall exposure level for affectd.service: ")
-                .nth(1)
-        })
-        .and_then(|r| r.split_whitespace().next())
-        .expect("exposure line")
-        .parse()
-        .unwrap();
-    println!("systemd-analyze security exposure: {score}");
-    assert!(score <= 2.0, "exposure {score} > 2.0:\n{text}");
+}
+
+/// The template differs from the single unit only in the lines that name the instance: the
+/// hardening, limits and lifecycle settings are the same, line for line.
+#[test]
+fn template_unit_matches_the_single_unit() {
+    let settings = |name: &str| -> Vec<String> {
+        std::fs::read_to_string(repo(&format!("systemd/{name}")))
+            .unwrap()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect()
+    };
+    let (single, template) = (settings(UNITS[0]), settings(UNITS[1]));
+    let key = |l: &String| l.split('=').next().unwrap().to_string();
+    let per_instance: Vec<String> = template
+        .iter()
+        .filter(|l| l.contains("%i"))
+        .map(key)
+        .collect();
+    assert_eq!(
+        per_instance,
+        ["Description", "ExecStartPre", "ExecStart", "StateDirectory"],
+        "the template's per-instance settings"
+    );
+    let shared = |lines: &[String], drop: &dyn Fn(&String) -> bool| -> Vec<String> {
+        lines.iter().filter(|l| !drop(l)).cloned().collect()
+    };
+    assert_eq!(
+        shared(&single, &|l| per_instance.contains(&key(l))),
+        shared(&template, &|l| l.contains("%i")),
+        "affectd@.service has drifted from affectd.service"
+    );
+    // Each instance has its own config and state directory.
+    assert!(
+        template.contains(&"ExecStart=/usr/bin/affectd run --config /etc/affectd/%i.toml".into())
+    );
+    assert!(template
+        .contains(&"StateDirectory=affectd/%i affectd/%i/models affectd/%i/sessions".into()));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -658,6 +708,7 @@ fn install_and_uninstall_with_destdir() {
         "/usr/lib/affectd/liblsl.so.2",
         "/usr/lib/affectd/libonnxruntime.so.1.31.1",
         "/usr/lib/systemd/system/affectd.service",
+        "/usr/lib/systemd/system/affectd@.service",
         "/usr/lib/sysusers.d/affectd.conf",
         "/usr/lib/tmpfiles.d/affectd.conf",
         "/etc/affectd/affectd.toml",

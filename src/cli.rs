@@ -127,14 +127,16 @@ pub fn main() -> ExitCode {
             .map(|summary| println!("{summary}"))
             .map_err(anyhow::Error::from),
     };
-    match result {
+    let code = match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");
             eprintln!("affectd: {e:#}");
             ExitCode::FAILURE
         }
-    }
+    };
+    crate::service::logging::flush_logs();
+    code
 }
 
 fn run(args: RunArgs, log: &crate::service::logging::ReloadHandle) -> anyhow::Result<()> {

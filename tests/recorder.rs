@@ -281,9 +281,9 @@ fn an_unwritable_directory_stops_recording_without_blocking_producers() {
     assert!(reason.contains("/dev/full/sessions"), "{reason}");
     assert_eq!(summary.items_dropped, 501);
     let events: Vec<RecorderEvent> = erx.try_iter().collect();
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, RecorderEvent::Stopped { reason: r } if *r == reason)));
+    assert!(events.iter().any(
+        |e| matches!(e, RecorderEvent::Stopped { reason: r, kind: "io_error" } if *r == reason)
+    ));
     assert!(
         events.contains(&RecorderEvent::Dropped { items: 501 }),
         "{events:?}"
@@ -343,9 +343,13 @@ fn disk_full_stops_recording_with_a_clear_reason_and_keeps_draining() {
     assert!(reason.contains(mnt.to_str().unwrap()), "{reason}");
     assert!(summary.items_dropped > 0);
     let events: Vec<RecorderEvent> = erx.try_iter().collect();
-    assert!(events
-        .iter()
-        .any(|e| matches!(e, RecorderEvent::Stopped { .. })));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        RecorderEvent::Stopped {
+            kind: "disk_full",
+            ..
+        }
+    )));
     // What reached the disk before it filled is readable (no footers).
     let files = xdf_files(&mnt);
     assert_eq!(files.len(), 1);

@@ -846,7 +846,10 @@ fn grafana_dashboard_imports_as_is_and_shows_every_metric() {
             reason: "gap",
             n: 1,
         },
-        Event::StreamGap { missing_samples: 1 },
+        Event::StreamGap {
+            gaps: 1,
+            missing_samples: 1,
+        },
         Event::StreamConnected(true),
         Event::WindowProcessed,
         Event::WindowDropped {

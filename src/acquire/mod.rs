@@ -2,8 +2,13 @@
 //! lock-free ring buffer for the feature thread.
 //!
 //! The thread owns every liblsl handle it uses (they are not Send). It talks to the rest of the
-//! daemon through [`AcquireEvent`]s (a channel the caller drains promptly; an unbounded one is
-//! simplest), a [`SampleReader`] per connection, and an optional raw tap for the recorder.
+//! daemon through [`AcquireEvent`]s on a bounded channel, a [`SampleReader`] per connection, and
+//! an optional raw tap for the recorder.
+//!
+//! Memory stays bounded whatever the input rate: the ring is the buffer for samples, and the
+//! per-chunk counts (samples, drops, gaps) are summed here while the events channel is full and
+//! sent as one event when it has room, so a consumer that falls behind gets fewer, bigger
+//! events, never a growing queue. Other events wait for room (the thread keeps beating).
 mod lsl_ffi;
 mod ring;
 mod stream;
@@ -13,7 +18,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Sender, TrySendError};
+use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 
 use crate::outputs::metrics::Heartbeat;
 use lsl_ffi::{Inlet, LslError, ResolvedInfo, Resolver};
@@ -22,8 +27,12 @@ pub use stream::{StreamDescription, StreamPredicate};
 
 /// How long one blocking pull may wait: bounds the reaction to `stop`.
 const PULL_TIMEOUT_S: f64 = 0.05;
-/// How often the resolver is polled (bounds the reaction to `stop` while waiting).
-const RESOLVE_POLL: Duration = Duration::from_millis(50);
+/// How long a wait for room in the events channel lasts before `stop` is looked at again.
+const ROOM_WAIT: Duration = Duration::from_millis(50);
+/// How often the resolver's results are looked at while no stream matches, and the longest
+/// nap: bounds the reaction to a new stream and to `stop` while searching. (The liblsl resolver
+/// sends its queries on its own thread; polling faster only costs idle CPU.)
+const SEARCH_POLL: Duration = Duration::from_millis(250);
 /// liblsl forgets a vanished stream after this long.
 const RESOLVER_FORGET_S: f64 = 5.0;
 /// Fetching the full header of a just-resolved stream gives up after this long.
@@ -101,10 +110,13 @@ pub enum AcquireEvent {
         count: usize,
     },
     /// The timestamps jumped by more than 1.5 sample periods: about `missing_samples` were lost
-    /// (by the source, the network, or an overrun inlet buffer) before `at_timestamp`.
+    /// (by the source, the network, or an overrun inlet buffer) before `at_timestamp`. `gaps`
+    /// is how many jumps this event sums (more than one while the consumer is behind; then
+    /// `at_timestamp` is the latest).
     Gap {
         missing_samples: u64,
         at_timestamp: f64,
+        gaps: u64,
     },
     /// liblsl's clock offset estimate: add `offset` to source timestamps to map them to the local
     /// clock; `collection_time` is the source clock when it was measured (XDF ClockOffset).
@@ -139,7 +151,8 @@ impl std::fmt::Debug for AcquireEvent {
             Self::Gap {
                 missing_samples,
                 at_timestamp,
-            } => write!(f, "Gap({missing_samples} before {at_timestamp})"),
+                gaps,
+            } => write!(f, "Gap({gaps}: {missing_samples} before {at_timestamp})"),
             Self::ClockOffset {
                 collection_time,
                 offset,
@@ -161,7 +174,7 @@ enum AcquireError {
     Unsupported { name: String, problem: String },
 }
 
-/// Starts the acquisition thread. It runs until `stop` is set (honoured within ~100 ms), the
+/// Starts the acquisition thread. It runs until `stop` is set (honoured within ~250 ms), the
 /// events receiver is dropped, or a fatal error (reported as [`AcquireEvent::Fatal`]).
 pub fn spawn_acquisition(
     cfg: AcquireConfig,
@@ -176,7 +189,7 @@ pub fn spawn_acquisition(
 }
 
 /// The acquisition body, for a thread the caller owns (see [`spawn_acquisition`]); beats
-/// `heartbeat` at least every [`PULL_TIMEOUT_S`] / [`RESOLVE_POLL`] while it runs.
+/// `heartbeat` at least every [`PULL_TIMEOUT_S`] / [`SEARCH_POLL`] while it runs.
 pub fn run_acquisition(
     cfg: AcquireConfig,
     events: Sender<AcquireEvent>,
@@ -190,6 +203,7 @@ pub fn run_acquisition(
         raw_tap,
         stop,
         heartbeat,
+        tally: Tally::default(),
     };
     if let Err(e) = acq.run() {
         tracing::error!(error = %e, "acquisition stopped");
@@ -203,6 +217,30 @@ struct Acquisition {
     raw_tap: Option<Sender<RawChunk>>,
     stop: Arc<AtomicBool>,
     heartbeat: Option<Heartbeat>,
+    tally: Tally,
+}
+
+/// Counts not yet sent as events (the events channel was full).
+#[derive(Debug, Default)]
+struct Tally {
+    samples: usize,
+    ring_dropped: usize,
+    tap_dropped: usize,
+    gaps: u64,
+    gap_missing: u64,
+    gap_at: f64,
+}
+
+/// The events receiver is gone.
+struct Gone;
+
+/// Ok(true): sent; Ok(false): the channel is full (keep counting, send later).
+fn offer(events: &Sender<AcquireEvent>, ev: AcquireEvent) -> Result<bool, Gone> {
+    match events.try_send(ev) {
+        Ok(()) => Ok(true),
+        Err(TrySendError::Full(_)) => Ok(false),
+        Err(TrySendError::Disconnected(_)) => Err(Gone),
+    }
 }
 
 /// Why a connection ended.
@@ -227,13 +265,66 @@ impl Acquisition {
     fn nap(&self, d: Duration) {
         let until = Instant::now() + d;
         while !self.stopped() && Instant::now() < until {
-            std::thread::sleep(RESOLVE_POLL.min(until.saturating_duration_since(Instant::now())));
+            std::thread::sleep(SEARCH_POLL.min(until.saturating_duration_since(Instant::now())));
         }
     }
 
-    /// False when the receiver is gone (then there is no point in going on).
-    fn emit(&self, ev: AcquireEvent) -> bool {
-        self.events.send(ev).is_ok()
+    /// Sends an event that must not be lost, waiting for room in the channel (beating the
+    /// heartbeat). False when the receiver is gone or stop was requested meanwhile.
+    fn emit(&mut self, ev: AcquireEvent) -> bool {
+        if !self.flush_tally() {
+            return false;
+        }
+        let mut ev = ev;
+        loop {
+            match self.events.send_timeout(ev, ROOM_WAIT) {
+                Ok(()) => return true,
+                Err(SendTimeoutError::Timeout(back)) if !self.stopped() => ev = back,
+                Err(_) => return false,
+            }
+        }
+    }
+
+    /// Sends the summed counts the channel has room for; the rest wait for the next call.
+    /// False when the receiver is gone.
+    fn flush_tally(&mut self) -> bool {
+        let (events, t) = (&self.events, &mut self.tally);
+        let mut flush = || -> Result<(), Gone> {
+            if t.samples > 0 {
+                if !offer(events, AcquireEvent::Samples { count: t.samples })? {
+                    return Ok(());
+                }
+                t.samples = 0;
+            }
+            for (reason, count) in [
+                (SampleDrop::RingOverflow, &mut t.ring_dropped),
+                (SampleDrop::RawTapFull, &mut t.tap_dropped),
+            ] {
+                if *count > 0 {
+                    let ev = AcquireEvent::Dropped {
+                        reason,
+                        count: *count,
+                    };
+                    if !offer(events, ev)? {
+                        return Ok(());
+                    }
+                    *count = 0;
+                }
+            }
+            if t.gaps > 0 {
+                let ev = AcquireEvent::Gap {
+                    missing_samples: t.gap_missing,
+                    at_timestamp: t.gap_at,
+                    gaps: t.gaps,
+                };
+                if !offer(events, ev)? {
+                    return Ok(());
+                }
+                (t.gaps, t.gap_missing) = (0, 0);
+            }
+            Ok(())
+        };
+        flush().is_ok()
     }
 
     fn run(&mut self) -> Result<(), AcquireError> {
@@ -275,7 +366,7 @@ impl Acquisition {
     }
 
     /// Waits for a matching stream, reporting `Waiting` periodically. None = stop requested.
-    fn resolve(&self) -> Result<Option<ResolvedInfo>, AcquireError> {
+    fn resolve(&mut self) -> Result<Option<ResolvedInfo>, AcquireError> {
         let resolver = Resolver::new(&self.cfg.predicate.to_xpath(), RESOLVER_FORGET_S)?;
         let started = Instant::now();
         let every = self.cfg.resolve_timeout.max(Duration::from_millis(100));
@@ -299,7 +390,7 @@ impl Acquisition {
                     return Ok(None);
                 }
             }
-            self.nap(RESOLVE_POLL);
+            self.nap(SEARCH_POLL);
         }
         Ok(None)
     }
@@ -408,41 +499,27 @@ impl Acquisition {
                     let step = t - prev;
                     if step > 1.5 * period {
                         let missing = ((step / period).round() as u64).saturating_sub(1);
-                        let gap = AcquireEvent::Gap {
-                            missing_samples: missing,
-                            at_timestamp: t,
-                        };
-                        if !self.emit(gap) {
-                            return Ok(Ended::Quit);
-                        }
+                        self.tally.gaps += 1;
+                        self.tally.gap_missing += missing;
+                        self.tally.gap_at = t;
                     }
                 }
                 last_ts = Some(t);
             }
-            let dropped = writer.push(data, ts);
-            if !self.emit(AcquireEvent::Samples { count: got }) {
-                return Ok(Ended::Quit);
-            }
-            if dropped > 0 {
-                let ev = AcquireEvent::Dropped {
-                    reason: SampleDrop::RingOverflow,
-                    count: dropped,
-                };
-                if !self.emit(ev) {
-                    return Ok(Ended::Quit);
-                }
-            }
-            if !self.tap(data, ts, ch) {
+            self.tally.ring_dropped += writer.push(data, ts);
+            self.tally.samples += got;
+            self.tap(data, ts, ch);
+            if !self.flush_tally() {
                 return Ok(Ended::Quit);
             }
         }
         Ok(Ended::Quit)
     }
 
-    /// Offers a copy to the recorder; false when the events receiver is gone.
-    fn tap(&mut self, data: &[f32], ts: &[f64], channels: usize) -> bool {
+    /// Offers a copy to the recorder (a full tap drops it, counted).
+    fn tap(&mut self, data: &[f32], ts: &[f64], channels: usize) {
         let Some(tap) = &self.raw_tap else {
-            return true;
+            return;
         };
         let chunk = RawChunk {
             timestamps: ts.to_vec(),
@@ -450,15 +527,11 @@ impl Acquisition {
             channels,
         };
         match tap.try_send(chunk) {
-            Ok(()) => true,
-            Err(TrySendError::Full(_)) => self.emit(AcquireEvent::Dropped {
-                reason: SampleDrop::RawTapFull,
-                count: ts.len(),
-            }),
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => self.tally.tap_dropped += ts.len(),
             Err(TrySendError::Disconnected(_)) => {
                 tracing::warn!("raw tap receiver is gone; no longer copying chunks");
                 self.raw_tap = None;
-                true
             }
         }
     }

@@ -26,7 +26,9 @@ pub struct FileWatcher {
 
 /// Watches `files` and sends a file's path on `changed` after each (debounced) change.
 pub fn watch_files(files: &[PathBuf], changed: Sender<PathBuf>) -> notify::Result<FileWatcher> {
-    let (raw_tx, raw_rx) = crossbeam_channel::unbounded::<PathBuf>();
+    // Bounded: the debounce thread does nothing but drain it; if it is ever full, the events
+    // dropped are repeats of changes already queued for the same few files.
+    let (raw_tx, raw_rx) = crossbeam_channel::bounded::<PathBuf>(1024);
     let targets: Vec<PathBuf> = files.to_vec();
     let names: HashSet<(PathBuf, OsString)> = targets
         .iter()
@@ -45,7 +47,7 @@ pub fn watch_files(files: &[PathBuf], changed: Sender<PathBuf>) -> notify::Resul
                 .iter()
                 .find(|t| t.file_name() == Some(name) && parent_dir(t) == parent_dir(&path))
             {
-                let _ = raw_tx.send(target.clone());
+                let _ = raw_tx.try_send(target.clone());
             }
         }
     })?;

@@ -5,6 +5,10 @@
 //! follow Prometheus conventions: `affectd_` prefix, base units, `_total` counters, `_seconds`
 //! histograms. Emitting is lock-free for the counters and histograms (prometheus uses atomics);
 //! labelled families take a short read lock to find the child.
+//!
+//! Label values come from fixed sets (`&'static str` in the events; classes and the model's
+//! identity from the serving model, one series set at a time), never from free text such as
+//! error messages, so the number of series stays bounded.
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -35,20 +39,22 @@ pub enum Event<'a> {
     SamplesReceived {
         n: u64,
     },
-    /// Samples lost, by reason (`ring_overflow`, `non_finite`, `gap`, ...).
+    /// Samples lost, by reason (`ring_overflow`, `record_tap_full`).
     SamplesDropped {
-        reason: &'a str,
+        reason: &'static str,
         n: u64,
     },
-    /// A timestamp gap in the input: samples the stream's nominal rate says are missing.
+    /// `gaps` timestamp gaps in the input (summed while a consumer was behind), with the
+    /// samples the stream's nominal rate says are missing in them.
     StreamGap {
+        gaps: u64,
         missing_samples: u64,
     },
     StreamConnected(bool),
     WindowProcessed,
     /// A window that produced no output, by reason (`non_finite`, `queue_full`, ...).
     WindowDropped {
-        reason: &'a str,
+        reason: &'static str,
     },
     /// Wall time of one model run.
     InferenceDuration(Duration),
@@ -77,13 +83,14 @@ pub enum Event<'a> {
     ModelSwapped,
     /// Outputs a sink could not take (e.g. its queue was full), by sink.
     OutputDropped {
-        sink: &'a str,
+        sink: &'static str,
         n: u64,
     },
     /// Bytes just written to session files (a delta, added to the counter).
     RecorderBytes(u64),
+    /// `reason` is one of `disk_full`, `io_error`, `write_error`.
     RecorderStopped {
-        reason: &'a str,
+        reason: &'static str,
     },
     /// Chunks the recorder could not take (its queue was full).
     RecordDropped {
@@ -120,6 +127,8 @@ pub struct Metrics {
     recorder_dropped: IntCounter,
     config_reloads: CounterVec,
     config_last_reload_ok: Gauge,
+    /// Log lines dropped by the log writer, as far as already added to `output_dropped`.
+    log_dropped_synced: AtomicU64,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -260,6 +269,7 @@ impl Metrics {
                 "1 if the last config reload succeeded (1 before any reload)."
             ))?),
             registry,
+            log_dropped_synced: AtomicU64::new(0),
         };
         m.config_last_reload_ok.set(1.0);
         Ok(m)
@@ -271,8 +281,11 @@ impl Metrics {
             Event::SamplesDropped { reason, n } => {
                 self.samples_dropped.with_label_values(&[reason]).inc_by(n)
             }
-            Event::StreamGap { missing_samples } => {
-                self.stream_gaps.inc();
+            Event::StreamGap {
+                gaps,
+                missing_samples,
+            } => {
+                self.stream_gaps.inc_by(gaps);
                 self.stream_gap_samples.inc_by(missing_samples);
             }
             Event::StreamConnected(c) => self.stream_connected.set(c as i64),
@@ -353,10 +366,23 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        self.sync_log_drops();
         let mut buf = Vec::new();
         // Encoding into a Vec only fails on invalid metric families, which `build` rules out.
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Log lines the log writer dropped (it counts them itself) become
+    /// `affectd_output_dropped_total{sink="log"}`.
+    fn sync_log_drops(&self) {
+        let total = crate::service::logging::log_lines_dropped();
+        let before = self.log_dropped_synced.fetch_max(total, Ordering::Relaxed);
+        if total > before {
+            self.output_dropped
+                .with_label_values(&["log"])
+                .inc_by(total - before);
+        }
     }
 
     pub fn registry(&self) -> &Registry {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
 use super::messages::{EegRecordMsg, FeatureMsg, WindowMsg};
 use super::recording::recorded_eeg_header;
@@ -11,6 +11,7 @@ use crate::acquire::{AcquireEvent, SampleReader, StreamDescription};
 use crate::features::units::channel_scales;
 use crate::features::{FeatureConfig, FeatureExtractor, GridMap, WindowOutcome};
 use crate::outputs::metrics::{Event, Health, Metrics};
+use crate::service::logging::Throttle;
 
 /// A timestamp step longer than this many sample periods is a gap (lost samples).
 const GAP_PERIODS: f64 = 2.0;
@@ -58,69 +59,43 @@ pub(super) fn feature_loop(
     let mut acquisition_done = false;
     let mut data = Vec::new();
     let mut timestamps = vec![0.0f64; 512];
+    let mut drops = Throttle::per_minute();
     loop {
         heartbeat.beat();
-        // Acquisition events: block briefly only when there is no stream to read.
-        let event = if connection.is_some() || acquisition_done {
-            events.try_recv().map_err(|e| e.is_disconnected())
+        // Acquisition events: block only when there is no stream to read (then there is
+        // nothing else to wait for); otherwise take all that are queued (a bounded few).
+        let mut event = if connection.is_some() || acquisition_done {
+            events.try_recv()
         } else {
-            events
-                .recv_timeout(Duration::from_millis(100))
-                .map_err(|e| e.is_disconnected())
-        };
-        match event {
-            Ok(AcquireEvent::Connected {
-                description,
-                reader,
-            }) => {
-                connection = connect(&description, reader, &ctx, &out);
-                clock_offset = 0.0;
-            }
-            Ok(AcquireEvent::Waiting { predicate, waited }) => {
-                tracing::warn!(
-                    "waiting for an LSL stream matching {} ({:.0} s so far); not ready until it appears",
-                    predicate.to_xpath(),
-                    waited.as_secs_f64()
-                );
-            }
-            Ok(AcquireEvent::Samples { count }) => {
-                metrics.emit(Event::SamplesReceived { n: count as u64 })
-            }
-            Ok(AcquireEvent::Dropped { reason, count }) => metrics.emit(Event::SamplesDropped {
-                reason: sample_drop_reason(reason),
-                n: count as u64,
-            }),
-            Ok(AcquireEvent::Gap {
-                missing_samples, ..
-            }) => metrics.emit(Event::StreamGap { missing_samples }),
-            Ok(AcquireEvent::ClockOffset {
-                collection_time,
-                offset,
-            }) => {
-                clock_offset = offset;
-                if let Some(tx) = &ctx.record_headers {
-                    let _ = tx.send(EegRecordMsg::ClockOffset {
-                        collection_time,
-                        offset,
-                    });
+            events.recv_timeout(super::IDLE_BEAT).map_err(|e| {
+                if e.is_disconnected() {
+                    TryRecvError::Disconnected
+                } else {
+                    TryRecvError::Empty
                 }
-            }
-            Ok(AcquireEvent::Stalled { since }) => {
-                tracing::warn!(
-                    "no data from the stream for {:.1} s; waiting for it to come back",
-                    since.as_secs_f64()
-                );
-                ctx.health.set_stream_connected(false);
-                metrics.emit(Event::StreamConnected(false));
-            }
-            Ok(AcquireEvent::Resumed) => {
-                tracing::info!("stream data resumed");
-                ctx.health.set_stream_connected(true);
-                metrics.emit(Event::StreamConnected(true));
-            }
-            Ok(AcquireEvent::Fatal(why)) => tracing::error!("acquisition: {why}"),
-            Err(true) => acquisition_done = true,
-            Err(false) => {}
+            })
+        };
+        while let Ok(ev) = event {
+            handle_event(
+                ev,
+                &mut connection,
+                &mut clock_offset,
+                &mut drops,
+                &ctx,
+                &out,
+            );
+            event = events.try_recv();
+        }
+        if matches!(event, Err(TryRecvError::Disconnected)) {
+            acquisition_done = true;
+        }
+        // A reader whose connection acquisition has left (stream lost) and that is read to
+        // its end: nothing more will come through it.
+        if connection
+            .as_ref()
+            .is_some_and(|c| !c.reader.is_live() && c.reader.available() == 0)
+        {
+            connection = None;
         }
         let Some(conn) = connection.as_mut() else {
             if acquisition_done {
@@ -170,6 +145,90 @@ pub(super) fn feature_loop(
                 }
             }
         }
+    }
+}
+
+/// One acquisition event: metrics, health, the recorder's header, a new connection.
+fn handle_event(
+    event: AcquireEvent,
+    connection: &mut Option<Connection>,
+    clock_offset: &mut f64,
+    drops: &mut Throttle,
+    ctx: &FeatureCtx,
+    out: &Sender<FeatureMsg>,
+) {
+    let metrics = &ctx.metrics;
+    match event {
+        AcquireEvent::Connected {
+            description,
+            reader,
+        } => {
+            *connection = connect(&description, reader, ctx, out);
+            *clock_offset = 0.0;
+        }
+        AcquireEvent::Waiting { predicate, waited } => {
+            tracing::warn!(
+                    "waiting for an LSL stream matching {} ({:.0} s so far); not ready until it appears",
+                    predicate.to_xpath(),
+                    waited.as_secs_f64()
+                );
+        }
+        AcquireEvent::Samples { count } => metrics.emit(Event::SamplesReceived { n: count as u64 }),
+        AcquireEvent::Dropped { reason, count } => {
+            let reason = sample_drop_reason(reason);
+            if let Some(n) = drops.hit_n(count as u64) {
+                tracing::warn!(
+                    "{n} EEG samples dropped ({reason}) since the last report: the stream \
+                         comes faster than the pipeline can take it; see \
+                         affectd_samples_dropped_total"
+                );
+            }
+            metrics.emit(Event::SamplesDropped {
+                reason,
+                n: count as u64,
+            })
+        }
+        AcquireEvent::Gap {
+            missing_samples,
+            gaps,
+            ..
+        } => metrics.emit(Event::StreamGap {
+            gaps,
+            missing_samples,
+        }),
+        AcquireEvent::ClockOffset {
+            collection_time,
+            offset,
+        } => {
+            *clock_offset = offset;
+            if let Some(tx) = &ctx.record_headers {
+                // The bridge drains this promptly; if it cannot, an offset is not worth
+                // waiting for (the next comes in 5 s).
+                if tx
+                    .try_send(EegRecordMsg::ClockOffset {
+                        collection_time,
+                        offset,
+                    })
+                    .is_err()
+                {
+                    metrics.emit(Event::RecordDropped { n: 1 });
+                }
+            }
+        }
+        AcquireEvent::Stalled { since } => {
+            tracing::warn!(
+                "no data from the stream for {:.1} s; waiting for it to come back",
+                since.as_secs_f64()
+            );
+            ctx.health.set_stream_connected(false);
+            metrics.emit(Event::StreamConnected(false));
+        }
+        AcquireEvent::Resumed => {
+            tracing::info!("stream data resumed");
+            ctx.health.set_stream_connected(true);
+            metrics.emit(Event::StreamConnected(true));
+        }
+        AcquireEvent::Fatal(why) => tracing::error!("acquisition: {why}"),
     }
 }
 

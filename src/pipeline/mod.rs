@@ -12,6 +12,10 @@
 //! One file per stage: [`features`], [`inference`], [`outputs`], [`recording`] (bridge, marker
 //! tee, recorder events); the messages between them in [`messages`].
 //!
+//! Every channel between the threads is bounded ([`queues`] below): under any input rate the
+//! memory is set by the configuration (ring seconds, queue lengths), and what does not fit is
+//! dropped and counted, never queued without end.
+//!
 //! Shutdown runs down the chain: the stop flag ends acquisition, each thread ends when its input
 //! channel closes, so every window already read is processed and the recording gets its footers.
 //! A thread that ends before shutdown (a panic, or a loop that gave up) is a failure: the run
@@ -29,7 +33,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use crossbeam_channel::{bounded, select, unbounded, Receiver, Sender};
+use crossbeam_channel::{bounded, select, Receiver, Sender};
 
 use crate::acquire::{run_acquisition, AcquireConfig, AcquireEvent, RawChunk, StreamPredicate};
 use crate::config::{Config, SimulateConfig};
@@ -61,6 +65,33 @@ const STUCK_LIMIT: Duration = Duration::from_secs(15);
 const FAILURE_DRAIN: Duration = Duration::from_millis(800);
 /// At a requested stop, threads get this long to drain.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(10);
+
+/// Lengths of the channels between the threads. Items are small except raw EEG chunks (at most
+/// `max_chunk_samples` x channels floats each, 254 kB for 1024 x 62), so the recorder's queues
+/// are the ones that matter for memory: [`queues::RAW_TAP`] + [`queues::RECORD`] chunks at most.
+pub mod queues {
+    /// Acquisition -> features: connection events and summed counts (acquisition sums counts
+    /// while this is full; the samples themselves are in the ring).
+    pub const ACQUIRE_EVENTS: usize = 64;
+    /// Acquisition -> recorder bridge: copies of raw chunks (full: the chunk is not recorded,
+    /// counted as `record_tap_full`).
+    pub const RAW_TAP: usize = 32;
+    /// Everything the recorder writes (raw chunks, markers, own outputs, headers).
+    pub const RECORD: usize = 256;
+    /// Features -> recorder bridge: stream headers and clock offsets.
+    pub const RECORD_HEADERS: usize = 16;
+    /// Marker reader -> marker tee, and marker texts -> outputs (live agreement).
+    pub const MARKERS: usize = 1024;
+    pub const LABELS: usize = 256;
+    /// Features -> inference: windows (full: `inference_busy`).
+    pub const WINDOWS: usize = 64;
+    /// Inference -> outputs: estimates (full: dropped for every sink, `sink="all"`).
+    pub const ESTIMATES: usize = 256;
+    /// Control loop -> threads: live settings after a reload; file watcher -> control loop.
+    pub const CONTROL: usize = 8;
+    /// Recorder -> its event logger (the recorder never waits on it).
+    pub const RECORDER_EVENTS: usize = 64;
+}
 
 /// How the run was started (beyond the config file).
 #[derive(Debug, Clone, Default)]
@@ -144,8 +175,8 @@ pub fn run(
 
     // Recorder: the EEG (through the bridge), marker streams, and our own output.
     let (record_tx, recorder) = if config.record.enabled {
-        let (tx, rx) = bounded::<RecordItem>(4096);
-        let (ev_tx, ev_rx) = unbounded();
+        let (tx, rx) = bounded::<RecordItem>(queues::RECORD);
+        let (ev_tx, ev_rx) = bounded(queues::RECORDER_EVENTS);
         let cfg = RecorderConfig {
             directory: config.record.directory.clone(),
             rotate_max_bytes: config.record.rotate_max_mb * 1024 * 1024,
@@ -162,9 +193,9 @@ pub fn run(
     };
     // Marker streams (labels, stimulus events): logged, compared live with the output, and
     // recorded when recording is on.
-    let (label_tx, label_rx) = unbounded::<(f64, String)>();
+    let (label_tx, label_rx) = bounded::<(f64, String)>(queues::LABELS);
     if !config.record.marker_types.is_empty() {
-        let (marker_tx, marker_rx) = bounded::<RecordItem>(1024);
+        let (marker_tx, marker_rx) = bounded::<RecordItem>(queues::MARKERS);
         let types = config.record.marker_types.clone();
         let flag = stop.clone();
         sup.spawn("marker-reader", move || {
@@ -176,14 +207,15 @@ pub fn run(
             )
         })?;
         let record = record_tx.clone();
+        let m = metrics.clone();
         sup.spawn("marker-tee", move || {
-            marker_tee(marker_rx, record, label_tx)
+            marker_tee(marker_rx, record, label_tx, &m)
         })?;
     }
 
-    let (acq_tx, acq_rx) = unbounded::<AcquireEvent>();
-    let (raw_tx, raw_rx) = bounded::<RawChunk>(256);
-    let (header_tx, header_rx) = unbounded::<EegRecordMsg>();
+    let (acq_tx, acq_rx) = bounded::<AcquireEvent>(queues::ACQUIRE_EVENTS);
+    let (raw_tx, raw_rx) = bounded::<RawChunk>(queues::RAW_TAP);
+    let (header_tx, header_rx) = bounded::<EegRecordMsg>(queues::RECORD_HEADERS);
     {
         let cfg = AcquireConfig {
             predicate,
@@ -209,11 +241,11 @@ pub fn run(
         })?;
     }
 
-    let (window_tx, window_rx) = bounded::<FeatureMsg>(64);
-    let (estimate_tx, estimate_rx) = bounded::<Estimate>(256);
+    let (window_tx, window_rx) = bounded::<FeatureMsg>(queues::WINDOWS);
+    let (estimate_tx, estimate_rx) = bounded::<Estimate>(queues::ESTIMATES);
     let (model_tx, model_rx) = bounded::<Model>(1);
-    let (live_tx, live_rx) = unbounded::<LiveSettings>();
-    let (out_live_tx, out_live_rx) = unbounded::<LiveSettings>();
+    let (live_tx, live_rx) = bounded::<LiveSettings>(queues::CONTROL);
+    let (out_live_tx, out_live_rx) = bounded::<LiveSettings>(queues::CONTROL);
 
     {
         let ctx = FeatureCtx {
@@ -266,7 +298,7 @@ pub fn run(
     drop(record_tx);
 
     // Watch the model and the config file.
-    let (changed_tx, mut changed_rx) = unbounded::<PathBuf>();
+    let (changed_tx, mut changed_rx) = bounded::<PathBuf>(queues::CONTROL);
     let mut watched = Vec::new();
     if config.model.watch {
         watched.push(config.model.path.clone());
@@ -427,8 +459,13 @@ fn reload(
     }
     if reloader.reload().is_ok() {
         let live = LiveSettings::from_config(reloader.effective());
-        let _ = live_tx.send(live.clone());
-        let _ = out_live_tx.send(live);
+        // The threads take these between two windows; a full queue means a thread is stuck
+        // (the stuck check ends the run), not a reason to block the control loop.
+        for tx in [live_tx, out_live_tx] {
+            if tx.try_send(live.clone()).is_err() {
+                tracing::warn!("a pipeline thread did not take the reloaded settings");
+            }
+        }
     }
     if let Some(n) = notifier {
         n.ready();

@@ -1,6 +1,8 @@
 //! The outputs thread: owns the LSL Emotion outlet (liblsl handles stay on the thread that made
 //! them), writes JSON lines, records the daemon's own estimates, updates the output metrics and
-//! keeps the live agreement with labelled markers.
+//! keeps the live agreement with labelled markers. Nothing here waits on a consumer: the outlet
+//! buffers in liblsl, JSON lines go through a bounded queue to their own writer thread, the
+//! recorder gets `try_send`.
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,12 +12,13 @@ use crossbeam_channel::{select, Receiver, Sender};
 use super::messages::{Estimate, LiveSettings};
 use super::recording::{FIRST_REPLACED_OUTPUT_ID, OUTPUT_STREAM_ID};
 use super::{RunSummary, IDLE_BEAT};
-use crate::outputs::jsonl::{EmotionRecord, JsonlSink};
+use crate::outputs::jsonl::{EmotionRecord, JsonlQueue};
 use crate::outputs::lsl_outlet::EmotionOutlet;
 use crate::outputs::metrics::{Event, Health, Metrics};
 use crate::record::labels::{END_PREFIX, START_PREFIX};
 use crate::record::recorder::{OwnedValues, RecordItem};
 use crate::record::xdf::{ChannelFormat, StreamHeader};
+use crate::service::logging::Throttle;
 
 /// The header of the daemon's own output in recordings: as the LSL Emotion outlet.
 fn emotion_output_header(classes: &[String], rate_hz: f64) -> StreamHeader {
@@ -85,7 +88,8 @@ pub(super) fn output_loop(
     let metrics = &ctx.metrics;
     let mut out = ClassOutputs::open(&ctx, ctx.classes.clone(), OUTPUT_STREAM_ID);
     let mut next_record_id = FIRST_REPLACED_OUTPUT_ID;
-    let mut jsonl = open_jsonl(initial.jsonl_path.as_deref());
+    let mut jsonl = open_jsonl(initial.jsonl_path.as_deref(), metrics);
+    let mut lsl_failed = Throttle::per_minute();
     // The label of the open stimulus, if any (compared with the output's class by name).
     let mut current_label: Option<String> = None;
     let mut summary = RunSummary::default();
@@ -95,7 +99,7 @@ pub(super) fn output_loop(
         heartbeat.beat();
         select! {
             recv(live) -> settings => match settings {
-                Ok(s) => jsonl = open_jsonl(s.jsonl_path.as_deref()),
+                Ok(s) => jsonl = open_jsonl(s.jsonl_path.as_deref(), metrics),
                 Err(_) => live = crossbeam_channel::never(),
             },
             recv(labels) -> marker => match marker {
@@ -127,11 +131,13 @@ pub(super) fn output_loop(
                 let latency = now - (e.timestamp + e.clock_offset);
                 if let Some(outlet) = &out.outlet {
                     if let Err(err) = outlet.push(&e.probabilities, e.class_index, e.timestamp) {
-                        tracing::warn!("LSL output push failed: {err:#}");
+                        if let Some(n) = lsl_failed.hit() {
+                            tracing::warn!("LSL output push failed: {err:#} ({n} since the last report)");
+                        }
                         metrics.emit(Event::OutputDropped { sink: "lsl", n: 1 });
                     }
                 }
-                if let Some(sink) = &mut jsonl {
+                if let Some(queue) = &mut jsonl {
                     let record = EmotionRecord {
                         timestamp: e.timestamp,
                         class: &classes[e.class_index],
@@ -141,10 +147,7 @@ pub(super) fn output_loop(
                         model: &e.model_id,
                         latency_ms: latency * 1e3,
                     };
-                    if let Err(err) = sink.write(&record) {
-                        tracing::warn!("JSON lines output failed: {err}");
-                        metrics.emit(Event::OutputDropped { sink: "jsonl", n: 1 });
-                    }
+                    queue.write(&record);
                 }
                 if let Some(tx) = &ctx.record {
                     let mut values = e.probabilities.clone();
@@ -176,9 +179,9 @@ pub(super) fn output_loop(
     summary
 }
 
-fn open_jsonl(path: Option<&Path>) -> Option<JsonlSink> {
+fn open_jsonl(path: Option<&Path>, metrics: &Arc<Metrics>) -> Option<JsonlQueue> {
     let path = path?;
-    JsonlSink::open(path)
+    JsonlQueue::open(path, metrics.clone())
         .map_err(|e| {
             tracing::error!(
                 "outputs.jsonl.path {}: cannot open ({e}); JSON lines output is off",

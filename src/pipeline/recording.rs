@@ -10,6 +10,7 @@ use crate::acquire::RawChunk;
 use crate::outputs::metrics::{Event, Metrics};
 use crate::record::recorder::{OwnedValues, RecordItem, RecorderEvent};
 use crate::record::xdf::{ChannelFormat, StreamHeader};
+use crossbeam_channel::TrySendError;
 
 /// Recorder stream ids: the EEG input, the daemon's own output, then marker streams.
 pub(super) const EEG_STREAM_ID: u32 = 1;
@@ -87,12 +88,17 @@ pub(super) fn record_bridge(
 }
 
 /// Marker texts go to the output thread (live agreement) and the log; marker items go to the
-/// recorder when recording. Ends when the marker reader does.
+/// recorder when recording. Never waits on either for markers: a full queue drops them
+/// (counted: `affectd_output_dropped_total{sink="labels"}`, `affectd_recorder_dropped_total`).
+/// Stream announcements and ends wait (the recorder always drains). Ends when the marker reader
+/// does.
 pub(super) fn marker_tee(
     markers: Receiver<RecordItem>,
     record: Option<Sender<RecordItem>>,
     labels: Sender<(f64, String)>,
+    metrics: &Metrics,
 ) {
+    let mut labels = Some(labels);
     for item in markers {
         if let RecordItem::Samples {
             timestamps,
@@ -102,11 +108,30 @@ pub(super) fn marker_tee(
         {
             for (t, text) in timestamps.iter().zip(texts) {
                 tracing::info!("marker at {t:.3}: {text}");
-                let _ = labels.send((*t, text.clone()));
+                if let Some(tx) = &labels {
+                    match tx.try_send((*t, text.clone())) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(_)) => metrics.emit(Event::OutputDropped {
+                            sink: "labels",
+                            n: 1,
+                        }),
+                        // The outputs thread is gone (shutdown): keep recording markers.
+                        Err(TrySendError::Disconnected(_)) => labels = None,
+                    }
+                }
             }
         }
         if let Some(record) = &record {
-            let _ = record.send(item);
+            match item {
+                item @ RecordItem::Samples { .. } => {
+                    if record.try_send(item).is_err() {
+                        metrics.emit(Event::RecordDropped { n: 1 });
+                    }
+                }
+                other => {
+                    let _ = record.send(other);
+                }
+            }
         }
     }
 }
@@ -125,9 +150,9 @@ pub(super) fn recorder_events(events: Receiver<RecorderEvent>, metrics: Arc<Metr
                 metrics.emit(Event::RecorderBytes(total.saturating_sub(bytes)));
                 bytes = total;
             }
-            RecorderEvent::Stopped { reason } => {
+            RecorderEvent::Stopped { reason, kind } => {
                 tracing::error!("recording stopped: {reason}; inference goes on");
-                metrics.emit(Event::RecorderStopped { reason: &reason });
+                metrics.emit(Event::RecorderStopped { reason: kind });
             }
             RecorderEvent::Dropped { items: total } => {
                 metrics.emit(Event::RecordDropped {

@@ -1,6 +1,11 @@
 //! The marker reader: one thread that finds LSL marker streams (by type), opens an inlet per
 //! stream and forwards headers, markers and clock offsets to the recorder. liblsl handles are
 //! neither Send nor Sync, so they are created and dropped on this thread only.
+//!
+//! What it holds is bounded by the streams on the network now: a stream the resolver no longer
+//! sees for [`LOST_AFTER`] has its inlet closed and its recorder stream ended (it is opened
+//! again, as a new recorder stream, if it comes back), and streams it skipped are forgotten
+//! once they are gone.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,13 +23,32 @@ use super::xdf::{ChannelFormat, StreamHeader};
 const RESOLVE_EVERY: Duration = Duration::from_secs(1);
 /// How often clock offsets are measured (LabRecorder: 5 s).
 const OFFSET_EVERY: Duration = Duration::from_secs(5);
-const POLL: Duration = Duration::from_millis(10);
+/// Markers are picked up this often while marker inlets are open (they are events, not a
+/// signal: 50 ms is well inside a window's hop).
+const POLL: Duration = Duration::from_millis(50);
+/// With no marker stream open, the thread only wakes to resolve (and to see `stop`).
+const IDLE_POLL: Duration = Duration::from_millis(250);
+/// A stream the resolver has not listed for this long is gone: its inlet is closed. (The
+/// resolver itself forgets a stream 5 s after its last answer.)
+pub const LOST_AFTER: Duration = Duration::from_secs(10);
 
 struct Open {
     id: u32,
+    key: String,
     inlet: lsl::StreamInlet,
     channels: usize,
     next_offset: Instant,
+    /// When the resolver last listed the stream.
+    last_seen: Instant,
+}
+
+/// How the reader knows a stream: by source_id (a restarted outlet is resumed by the same
+/// inlet, which recovers by itself) or, without one, by its uid.
+fn stream_key(info: &lsl::StreamInfo) -> String {
+    match info.source_id() {
+        s if s.is_empty() => format!("uid:{}", info.uid()),
+        s => format!("src:{}|{}|{}", s, info.stream_name(), info.stream_type()),
+    }
 }
 
 /// Starts the marker thread. Streams of any of `stream_types` (exact match) get ids
@@ -75,6 +99,7 @@ fn run(
     }
     let resolver = lsl::ContinuousResolver::new_with_pred(&predicate(types), 5.0)
         .map_err(|e| format!("cannot start the LSL resolver: {e}"))?;
+    // Keys of the listed streams already handled (open, or skipped as unusable).
     let mut seen: HashSet<String> = HashSet::new();
     let mut open: Vec<Open> = Vec::new();
     let mut next_id = first_id;
@@ -82,15 +107,39 @@ fn run(
     while !stop.load(Ordering::Relaxed) {
         if Instant::now() >= next_resolve {
             next_resolve = Instant::now() + RESOLVE_EVERY;
-            for info in resolver.results().unwrap_or_default() {
-                let key = match info.source_id() {
-                    s if s.is_empty() => format!("uid:{}", info.uid()),
-                    s => format!("src:{}|{}|{}", s, info.stream_name(), info.stream_type()),
-                };
-                if !seen.insert(key) {
+            let listed = resolver.results().unwrap_or_default();
+            let keys: HashSet<String> = listed.iter().map(stream_key).collect();
+            let now = Instant::now();
+            for o in &mut open {
+                if keys.contains(&o.key) {
+                    o.last_seen = now;
+                }
+            }
+            // Lost streams: close their inlets, end their recorder streams.
+            let mut i = 0;
+            while i < open.len() {
+                if now.duration_since(open[i].last_seen) < LOST_AFTER {
+                    i += 1;
                     continue;
                 }
-                match open_stream(&info, next_id) {
+                let o = open.swap_remove(i);
+                tracing::info!(
+                    "marker stream {} is gone (not on the network for {LOST_AFTER:?}); closing it",
+                    o.id
+                );
+                seen.remove(&o.key);
+                if items.send(RecordItem::EndStream { id: o.id }).is_err() {
+                    return Ok(());
+                }
+            }
+            // Skipped streams that left are forgotten (no growth with streams coming and going).
+            seen.retain(|k| keys.contains(k) || open.iter().any(|o| &o.key == k));
+            for info in listed {
+                let key = stream_key(&info);
+                if !seen.insert(key.clone()) {
+                    continue;
+                }
+                match open_stream(&info, next_id, key) {
                     Ok((o, header)) => {
                         tracing::info!(
                             "recording marker stream {:?} (type {:?}) as stream {}",
@@ -116,12 +165,17 @@ fn run(
                 return Ok(()); // the recorder is gone
             }
         }
-        std::thread::sleep(POLL);
+        let nap = if open.is_empty() { IDLE_POLL } else { POLL };
+        std::thread::sleep(nap.min(next_resolve.saturating_duration_since(Instant::now())));
     }
     Ok(())
 }
 
-fn open_stream(info: &lsl::StreamInfo, id: u32) -> Result<(Open, StreamHeader), String> {
+fn open_stream(
+    info: &lsl::StreamInfo,
+    id: u32,
+    key: String,
+) -> Result<(Open, StreamHeader), String> {
     if info.channel_format() != lsl::ChannelFormat::String {
         return Err(format!(
             "channel format {} is not string; skipped",
@@ -146,9 +200,11 @@ fn open_stream(info: &lsl::StreamInfo, id: u32) -> Result<(Open, StreamHeader), 
     Ok((
         Open {
             id,
+            key,
             inlet,
             channels,
             next_offset: Instant::now(),
+            last_seen: Instant::now(),
         },
         header,
     ))

@@ -54,6 +54,11 @@ pub enum RecordItem {
         collection_time: f64,
         offset: f64,
     },
+    /// The stream is gone from the network: files opened from now on (rotation) do not
+    /// announce it again. Its samples so far stay in the current file.
+    EndStream {
+        id: u32,
+    },
 }
 
 /// Notifications from the recorder (best effort: sent with `try_send`).
@@ -66,9 +71,11 @@ pub enum RecorderEvent {
     },
     /// Total bytes written over all files so far, after each flush.
     BytesWritten(u64),
-    /// Recording stopped for good (e.g. disk full); the reason names the file and the error.
+    /// Recording stopped for good (e.g. disk full); the reason names the file and the error,
+    /// `kind` is one of a fixed set for metrics: `disk_full`, `io_error`, `write_error`.
     Stopped {
         reason: String,
+        kind: &'static str,
     },
     /// Total items dropped so far (after a stop, or refused as malformed).
     Dropped {
@@ -114,8 +121,8 @@ struct Recorder {
     events: Sender<RecorderEvent>,
     writer: Option<XdfWriter>,
     opened_at: Instant,
-    /// Streams in announcement order, with their latest clock offset, for re-announcing after
-    /// a rotation.
+    /// Live streams in announcement order, with their latest clock offset, for re-announcing
+    /// after a rotation (ended streams are removed).
     streams: Vec<(u32, StreamHeader)>,
     last_offset: HashMap<u32, (f64, f64)>,
     bytes_closed: u64,
@@ -170,6 +177,11 @@ impl Recorder {
             self.summary.items_dropped += 1;
             return;
         }
+        if let RecordItem::EndStream { id } = item {
+            self.streams.retain(|(i, _)| *i != id);
+            self.last_offset.remove(&id);
+            return;
+        }
         if let RecordItem::AddStream { id, header } = &item {
             if let Some((_, known)) = self.streams.iter().find(|(i, _)| i == id) {
                 if known != header {
@@ -207,6 +219,8 @@ impl Recorder {
                 self.last_offset.insert(*id, (*collection_time, *offset));
                 writer.write_clock_offset(*id, *collection_time, *offset)
             }
+            // Handled above (it writes nothing).
+            RecordItem::EndStream { .. } => Ok(()),
         };
         match res {
             Ok(()) => self.rotate_if_due(),
@@ -347,10 +361,18 @@ impl Recorder {
             self.bytes_closed += w.bytes_written();
             self.summary.bytes_written = self.bytes_closed;
         }
+        let kind = match &e {
+            XdfWriteError::Io { source, .. } if source.raw_os_error() == Some(libc::ENOSPC) => {
+                "disk_full"
+            }
+            XdfWriteError::Io { .. } => "io_error",
+            _ => "write_error",
+        };
         let reason = format!("recording stopped: {e}");
         tracing::error!("{reason}; inference goes on, further recording items are dropped");
         let _ = self.events.try_send(RecorderEvent::Stopped {
             reason: reason.clone(),
+            kind,
         });
         self.summary.stopped = Some(reason);
     }

@@ -53,7 +53,9 @@ pub fn spawn_signal_listener() -> std::io::Result<(Receiver<ControlEvent>, Signa
     }
     let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP])?;
     let handle = signals.handle();
-    let (tx, rx): (Sender<ControlEvent>, _) = crossbeam_channel::unbounded();
+    // Bounded; a full queue (a signal storm while the control loop is busy) drops the signal:
+    // a queued reload covers another, and a second SIGTERM exits by itself (above).
+    let (tx, rx): (Sender<ControlEvent>, _) = crossbeam_channel::bounded(16);
     let thread = std::thread::Builder::new()
         .name("affectd-signals".into())
         .spawn(move || {
@@ -66,7 +68,7 @@ pub fn spawn_signal_listener() -> std::io::Result<(Receiver<ControlEvent>, Signa
                     "received {}: {event:?}",
                     signal_hook::low_level::signal_name(sig).unwrap_or("signal")
                 );
-                if tx.send(event).is_err() {
+                if let Err(crossbeam_channel::TrySendError::Disconnected(_)) = tx.try_send(event) {
                     break;
                 }
             }

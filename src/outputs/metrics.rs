@@ -581,6 +581,7 @@ mod tests {
             n: 3,
         });
         m.emit(Event::StreamGap {
+            gaps: 1,
             missing_samples: 40,
         });
         m.emit(Event::InferenceDuration(Duration::from_micros(80)));

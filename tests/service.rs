@@ -1206,6 +1206,8 @@ fn journald_child() {
     tracing::warn!("stream lost");
     tracing::info!("model loaded");
     tracing::debug!("not shown at info");
+    // Lines go through the log writer thread: written out before the process ends.
+    affectd::service::logging::flush_logs();
 }
 
 #[test]

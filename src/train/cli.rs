@@ -9,6 +9,7 @@ use clap::{Args, ValueEnum};
 use super::calibration::{CalibrationMethod, Ranking};
 use super::dataset::Dataset;
 use super::export::{build_fp32_model, build_qdq_model, fused_op_types, install_model};
+use super::formats::{raw_dataset, RawArgs};
 use super::gradcam::CamTarget;
 use super::quantize::RangeEstimator;
 use super::recordings::{session_files, sessions_dataset, simulated_dataset};
@@ -39,6 +40,8 @@ pub struct TrainArgs {
     /// Strength of the simulator's class effects.
     #[arg(long, default_value_t = 1.0)]
     effect_strength: f64,
+    #[command(flatten)]
+    raw: RawArgs,
     #[command(flatten)]
     common: CommonArgs,
 }
@@ -137,6 +140,17 @@ enum CompareArg {
 pub fn train(args: TrainArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.common.config)?;
     let features = feature_config(&config);
+    if !args.raw.raw.is_empty() {
+        let (data, labels) = raw_dataset(&args.raw, &features, &config.stream.default_unit)?;
+        let (train, test) = data.split_by_group(0.2, args.common.seed);
+        anyhow::ensure!(
+            !test.is_empty(),
+            "the raw recordings hold a single labelled stimulus; more are needed to hold some out \
+             for testing"
+        );
+        let out = args.common.out.clone().unwrap_or(config.model.path.clone());
+        return train_and_install(&args.common, train, test, &features, labels, &out);
+    }
     let (train, test) = match (&args.data, args.synthetic) {
         (Some(path), _) => {
             let train = Dataset::load_npz(path)?;
@@ -161,7 +175,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
                 simulated_dataset(&sim, &test_seed, seconds, &features)?,
             )
         }
-        (None, None) => anyhow::bail!("give --data FILE.npz or --synthetic SECONDS"),
+        (None, None) => anyhow::bail!("give --data FILE.npz, --raw PATH... or --synthetic SECONDS"),
     };
     let labels = match &args.data {
         Some(path) => LabelSource {

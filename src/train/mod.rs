@@ -6,6 +6,7 @@ pub mod dataset;
 pub mod evaluate;
 pub mod export;
 pub mod fit;
+pub mod formats;
 pub mod gradcam;
 pub mod model;
 pub mod net_params;

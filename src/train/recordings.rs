@@ -39,6 +39,39 @@ pub struct WindowCounts {
     pub dropped: usize,
 }
 
+/// The grid map of `rec` and its extractor, set up as the live daemon sets up a stream:
+/// montage mapping, the recording's sample rate, channel units converted to microvolts.
+fn recording_extractor(
+    rec: &Recording,
+    features: &FeatureConfig,
+) -> anyhow::Result<(Vec<usize>, FeatureExtractor)> {
+    let grid = match rec.channel_types {
+        Some(types) => GridMap::with_types(rec.channels, types)?,
+        None => GridMap::from_labels(rec.channels)?,
+    };
+    let cfg = FeatureConfig {
+        sample_rate_hz: rec.sample_rate_hz,
+        ..features.clone()
+    };
+    let used: Vec<bool> = grid.cell_of_channel.iter().map(Option::is_some).collect();
+    let (scales, _) = channel_scales(rec.units, rec.channels, used.len(), &used, rec.default_unit)?;
+    let filled = grid.filled_cells();
+    Ok((
+        filled,
+        FeatureExtractor::new(cfg, grid)?.with_channel_scales(scales),
+    ))
+}
+
+/// Every window of `rec` (labelled or not) through the live feature code, as
+/// [`add_recording`] computes them.
+pub fn recording_windows(
+    rec: &Recording,
+    features: &FeatureConfig,
+) -> anyhow::Result<Vec<WindowOutcome>> {
+    let (_, extractor) = recording_extractor(rec, features)?;
+    Ok(extract_with(extractor, rec.data, rec.timestamps)?)
+}
+
 /// Labelled windows of `rec`, appended to `out`; groups are numbered from `group_base`.
 pub fn add_recording(
     out: &mut Dataset,
@@ -47,25 +80,15 @@ pub fn add_recording(
     mapping: &LabelMapping,
     group_base: i64,
 ) -> anyhow::Result<WindowCounts> {
-    let grid = match rec.channel_types {
-        Some(types) => GridMap::with_types(rec.channels, types)?,
-        None => GridMap::from_labels(rec.channels)?,
-    };
+    let (filled, extractor) = recording_extractor(rec, features)?;
     if out.is_empty() {
-        out.filled_cells = grid.filled_cells();
+        out.filled_cells = filled;
     } else {
         anyhow::ensure!(
-            out.filled_cells == grid.filled_cells(),
+            out.filled_cells == filled,
             "recordings with different electrode layouts cannot be mixed in one dataset"
         );
     }
-    let cfg = FeatureConfig {
-        sample_rate_hz: rec.sample_rate_hz,
-        ..features.clone()
-    };
-    let used: Vec<bool> = grid.cell_of_channel.iter().map(Option::is_some).collect();
-    let (scales, _) = channel_scales(rec.units, rec.channels, used.len(), &used, rec.default_unit)?;
-    let extractor = FeatureExtractor::new(cfg, grid)?.with_channel_scales(scales);
     let intervals = labelled_intervals(rec.markers, mapping)?;
     let mut counts = WindowCounts::default();
     for outcome in extract_with(extractor, rec.data, rec.timestamps)? {
@@ -92,7 +115,7 @@ pub fn add_recording(
     Ok(counts)
 }
 
-fn empty_dataset(description: String) -> Dataset {
+pub(crate) fn empty_dataset(description: String) -> Dataset {
     Dataset {
         x: Vec::new(),
         y: Vec::new(),
@@ -104,7 +127,7 @@ fn empty_dataset(description: String) -> Dataset {
 }
 
 /// Group numbers of different recordings never collide: recording r uses r * GROUP_STRIDE + i.
-const GROUP_STRIDE: i64 = 1_000_000;
+pub(crate) const GROUP_STRIDE: i64 = 1_000_000;
 
 /// A dataset of simulated sessions, one per seed (`seconds` each), through the live feature code.
 pub fn simulated_dataset(
@@ -232,7 +255,7 @@ fn bytes_of(data: &[f32]) -> Vec<u8> {
     data.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
-fn hex(bytes: &[u8]) -> String {
+pub(crate) fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

@@ -18,7 +18,6 @@ use crate::config::Config;
 use crate::features::FeatureConfig;
 use crate::infer::contract::{FeatureSpec, LabelSource, ModelContract, Provenance};
 use crate::infer::model::Model;
-use crate::record::labels::LabelMapping;
 
 /// Argmax agreement the installed int8 model must reach with the fake-quantised training graph.
 const MIN_PARITY: f64 = 0.99;
@@ -194,17 +193,7 @@ pub fn train(args: TrainArgs) -> anyhow::Result<()> {
 pub fn retrain(args: RetrainArgs) -> anyhow::Result<()> {
     let config = Config::load(&args.common.config)?;
     let features = feature_config(&config);
-    let mut mapping = LabelMapping::default();
-    for alias in &args.labels {
-        let (label, class) = alias
-            .split_once('=')
-            .with_context(|| format!("--label {alias}: expected LABEL=CLASS"))?;
-        let index = crate::CLASSES
-            .iter()
-            .position(|c| c.eq_ignore_ascii_case(class.trim()))
-            .with_context(|| format!("--label {alias}: unknown class {class:?}"))?;
-        mapping = mapping.with_alias(label, index as u8)?;
-    }
+    let mapping = super::formats::label_mapping(&args.labels)?;
     let files = session_files(&args.sessions)?;
     let data = sessions_dataset(&files, &features, &mapping, &config.stream.default_unit)?;
     let (train, test) = data.split_by_group(0.2, args.common.seed);

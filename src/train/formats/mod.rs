@@ -125,7 +125,7 @@ pub fn raw_files(paths: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, RawFormat)>>
     Ok(out)
 }
 
-/// `LABEL=CLASS` aliases on top of the class names.
+/// `LABEL=CLASS` aliases (`--label`, for `train --raw` and `retrain`) on top of the class names.
 pub fn label_mapping(aliases: &[String]) -> anyhow::Result<LabelMapping> {
     let mut mapping = LabelMapping::default();
     for alias in aliases {
